@@ -1,0 +1,28 @@
+# Quick start: `make demo` (set up and run the demo graph), `make test` (set up and test).
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/vidgraph: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build.
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[dev]" "$(TORCH)"
+	touch $@
+
+demo: $(BIN)/vidgraph
+	$(BIN)/vidgraph run graphs/demo.yaml
+
+test: $(BIN)/vidgraph
+	$(BIN)/ruff check pipeline plugins tests bench run.py
+	$(BIN)/python -m pytest -q
+
+bench: $(BIN)/vidgraph
+	$(BIN)/python bench/transcode.py
+
+clean:
+	rm -rf $(VENV) out

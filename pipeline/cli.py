@@ -1,0 +1,144 @@
+"""The ``vidgraph`` command: run, validate, plugins, describe, draw.
+
+Exit status: 0 success, 1 failure while running (or opening), 2 invalid graph or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from . import config
+from .describe import describe, json_schema, plugin_table, to_dot, to_mermaid
+from .errors import GraphError, NodeError, VidgraphError
+from .executor import Executor, RunStatus
+from .graph import Graph, build_graph
+from .metrics import Progress
+from .registry import Registry
+
+log = logging.getLogger("vidgraph")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vidgraph", description="Run video graphs from YAML.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def graph_command(name: str, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("graph", help="the YAML graph file")
+        p.add_argument("--set", dest="overrides", action="append", default=[],
+                       metavar="NODE.KEY=VALUE", help="override a value (repeatable)")
+        p.add_argument("--allow-python", action="store_true",
+                       help="allow 'python: module:Class' nodes (they run code)")
+        p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+        return p
+
+    run = graph_command("run", "run a graph")
+    run.add_argument("--quiet", "-q", action="store_true", help="no progress line, only errors")
+    run.add_argument("--stats", metavar="FILE.json", help="write per-node figures as JSON")
+    graph_command("validate", "check a graph without running it")
+    draw = graph_command("draw", "print the graph as Graphviz DOT")
+    draw.add_argument("--mermaid", action="store_true", help="print Mermaid instead of DOT")
+    plugins = sub.add_parser("plugins", help="list installed plugins")
+    plugins.add_argument("--markdown", action="store_true", help="as a Markdown table")
+    desc = sub.add_parser("describe", help="show a plugin's ports and parameters")
+    desc.add_argument("plugin")
+    desc.add_argument("--json", action="store_true", help="print its JSON Schema")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format="vidgraph: %(message)s", stream=sys.stderr)
+    try:
+        return _dispatch(args)
+    except GraphError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except VidgraphError as exc:
+        if args.debug:
+            traceback.print_exception(exc)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    registry = Registry.from_entry_points()
+    if args.command == "plugins":
+        print(plugin_table(registry, markdown=args.markdown))
+        return 0
+    if args.command == "describe":
+        cls = registry.get(args.plugin)
+        print(json.dumps(json_schema(cls), indent=2) if args.json else describe(cls))
+        return 0
+    if args.allow_python and "" not in sys.path:
+        sys.path.insert(0, "")  # so 'python: mymodule:Node' finds modules beside the user
+    doc = config.load(args.graph, args.overrides)
+    graph = build_graph(doc, registry, allow_python=args.allow_python)
+    if args.command == "validate":
+        print(f"{args.graph}: ok ({len(graph.nodes)} nodes, {len(graph.connections)} edges)")
+        return 0
+    if args.command == "draw":
+        print(to_mermaid(graph) if args.mermaid else to_dot(graph))
+        return 0
+    return _run(graph, args)
+
+
+def _run(graph: Graph, args: argparse.Namespace) -> int:
+    executor = Executor(graph)
+    progress: Progress | None = None
+
+    def started() -> None:
+        nonlocal progress
+        if not args.quiet:
+            progress = Progress(executor.metrics, executor.video_sinks(),
+                                executor.expected_frames())
+            progress.start()
+
+    signals = {signal.SIGINT: 0}
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        signals[signal.SIGINT] += 1
+        if signals[signal.SIGINT] == 1:
+            log.info("stopping: finishing what is in flight (signal again to abort)")
+            executor.stop()
+        else:
+            log.info("aborting: closing outputs")
+            executor.abort()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        result = executor.run(on_started=started)
+    except NodeError as exc:
+        if args.debug:
+            traceback.print_exception(exc)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if progress is not None:
+            progress.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    error = result.error
+    if args.stats:
+        Path(args.stats).parent.mkdir(parents=True, exist_ok=True)
+        result.metrics.write_json(args.stats, str(result.status), str(error) if error else None)
+    if error is not None:
+        if args.debug and error.__cause__ is not None:
+            traceback.print_exception(error.__cause__)
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if result.status is not RunStatus.OK:
+        log.info("%s after %.1f s", result.status, result.metrics.elapsed())
+        return 130
+    return 0

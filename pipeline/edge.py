@@ -1,0 +1,160 @@
+"""Edges: bounded queues between nodes, with a named flow-control policy.
+
+Every node has one :class:`Inbox` that holds one bounded deque per input edge. The worker
+takes items in arrival order across its edges; producers block or drop by the edge's policy.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from enum import StrEnum
+from typing import Any
+
+
+class EdgePolicy(StrEnum):
+    """What a producer does when the edge to a slower consumer is full.
+
+    ``block``: the producer waits. Lossless, so it is the default for files; a slow stage
+    slows everything before it and end-to-end latency grows up to the queue's capacity.
+    ``drop_oldest``: the oldest queued item is discarded (and counted) to make room, so the
+    consumer always sees the newest frames: latency stays bounded, throughput is the
+    consumer's. The default after live sources, where the newest picture matters most.
+    """
+
+    BLOCK = "block"
+    DROP_OLDEST = "drop_oldest"
+
+
+DEFAULT_POLICY = EdgePolicy.BLOCK
+
+
+class EndOfStream:
+    """Marker sent once down every edge after the producer's last item."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "EOS"
+
+
+EOS = EndOfStream()
+
+
+class Edge:
+    """One connection ``src.port -> dst.port``: a bounded FIFO inside ``dst``'s inbox."""
+
+    def __init__(self, inbox: Inbox, src: str, src_port: str, dst: str, dst_port: str,
+                 capacity: int, policy: EdgePolicy) -> None:
+        self.inbox = inbox
+        self.src, self.src_port, self.dst, self.dst_port = src, src_port, dst, dst_port
+        self.capacity = capacity
+        self.policy = policy
+        self.items: deque[tuple[int, Any]] = deque()
+        self.space = threading.Condition(inbox.lock)
+        self.dropped = 0
+        self.max_depth = 0
+        self.finished = False  # EOS was taken by the consumer
+
+    @property
+    def label(self) -> str:
+        """``src.port -> dst.port``."""
+        return f"{self.src}.{self.src_port} -> {self.dst}.{self.dst_port}"
+
+    def put(self, item: Any) -> None:
+        """Queue ``item``; blocks or drops by policy. Discards if the consumer has closed."""
+        inbox = self.inbox
+        with inbox.lock:
+            items = self.items
+            if len(items) >= self.capacity and item is not EOS:
+                if self.policy is EdgePolicy.DROP_OLDEST:
+                    while len(items) >= self.capacity and items[0][1] is not EOS:
+                        items.popleft()
+                        self.dropped += 1
+                else:
+                    while len(items) >= self.capacity and not inbox.closed:
+                        self.space.wait()
+            if inbox.closed:
+                return
+            items.append((inbox.next_seq, item))
+            inbox.next_seq += 1
+            if len(items) > self.max_depth:
+                self.max_depth = len(items)
+            inbox.ready.notify()
+
+
+class Inbox:
+    """The input side of one node: its edges, one lock, arrival order across edges."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.ready = threading.Condition(self.lock)
+        self.edges: list[Edge] = []
+        self.next_seq = 0
+        self.closed = False
+        self.taken = 0  # sequence numbers handed to workers, for replica ordering
+
+    def close(self) -> None:
+        """Stop accepting items and wake everyone: producers discard, ``get`` returns None."""
+        with self.lock:
+            self.closed = True
+            for edge in self.edges:
+                edge.items.clear()
+                edge.space.notify_all()
+            self.ready.notify_all()
+
+    def depth(self) -> int:
+        """Items queued across all edges."""
+        return sum(len(e.items) for e in self.edges)
+
+    def _oldest(self) -> Edge | None:
+        best: Edge | None = None
+        for edge in self.edges:
+            if edge.items and (best is None or edge.items[0][0] < best.items[0][0]):
+                best = edge
+        return best
+
+    def get(self, batch: int = 1, timeout_s: float = 0.0) -> tuple[int, Edge, list[Any]] | None:
+        """Wait for the oldest item; return ``(ticket, edge, items)``, or None once closed.
+
+        With ``batch > 1``, frames on the same edge are gathered up to ``batch``, waiting up to
+        ``timeout_s`` for more; an EOS is never gathered into a batch. ``ticket`` numbers the
+        takes, so replicas can put their outputs back in order.
+        """
+        with self.lock:
+            while True:
+                if self.closed:
+                    return None
+                edge = self._oldest()
+                if edge is not None:
+                    break
+                self.ready.wait()
+            _, first = edge.items.popleft()
+            taken = [first]
+            if batch > 1 and first is not EOS:
+                self._gather(edge, taken, batch, timeout_s)
+            edge.space.notify(len(taken))
+            if first is EOS:
+                edge.finished = True
+            ticket = self.taken
+            self.taken += 1
+            return ticket, edge, taken
+
+    def _gather(self, edge: Edge, taken: list[Any], batch: int, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while len(taken) < batch and not self.closed:
+            while edge.items and len(taken) < batch and edge.items[0][1] is not EOS:
+                taken.append(edge.items.popleft()[1])
+            if len(taken) >= batch or (edge.items and edge.items[0][1] is EOS):
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            # Let producers blocked on this full edge refill it while we wait.
+            edge.space.notify_all()
+            self.ready.wait(remaining)
+
+    def all_finished(self) -> bool:
+        """Whether every edge has delivered its EOS."""
+        return all(e.finished for e in self.edges)

@@ -1,0 +1,133 @@
+"""Per-node counters and latencies, the live progress line, and the ``--stats`` JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from .edge import Edge
+
+LATENCY_SAMPLES = 4096
+
+
+@dataclass
+class NodeMetrics:
+    """Counters of one node; written only by its own worker threads."""
+
+    frames_in: int = 0
+    frames_out: int = 0
+    errors: int = 0
+    skipped: int = 0
+    busy_s: float = 0.0
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
+    edges: list[Edge] = field(default_factory=list)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Plain numbers for JSON: counts, busy time, latency percentiles (ms), edges."""
+        lat = sorted(self.latencies)
+
+        def pct(q: float) -> float | None:
+            return round(lat[min(len(lat) - 1, int(q * len(lat)))] * 1000, 3) if lat else None
+
+        return {
+            "frames_in": self.frames_in,
+            "frames_out": self.frames_out,
+            "errors": self.errors,
+            "skipped": self.skipped,
+            "busy_s": round(self.busy_s, 4),
+            "latency_ms_p50": pct(0.50),
+            "latency_ms_p95": pct(0.95),
+            "drops": sum(e.dropped for e in self.edges),
+            "queue_depth": sum(len(e.items) for e in self.edges),
+            "queue_depth_max": max((e.max_depth for e in self.edges), default=0),
+            "inputs": {e.label: {"policy": str(e.policy), "capacity": e.capacity,
+                                 "dropped": e.dropped, "max_depth": e.max_depth}
+                       for e in self.edges},
+        }
+
+
+class Metrics:
+    """All nodes' metrics plus run totals."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.nodes = {n: NodeMetrics() for n in names}
+        self.started = time.monotonic()
+        self.finished: float | None = None
+
+    def elapsed(self) -> float:
+        """Seconds since the run started (until it finished)."""
+        return (self.finished or time.monotonic()) - self.started
+
+    def to_dict(self, status: str, error: str | None) -> dict[str, Any]:
+        """The ``--stats`` document."""
+        return {
+            "status": status,
+            "error": error,
+            "elapsed_s": round(self.elapsed(), 3),
+            "nodes": {n: m.snapshot() for n, m in self.nodes.items()},
+        }
+
+    def write_json(self, path: str | Path, status: str, error: str | None) -> None:
+        """Write the ``--stats`` file."""
+        Path(path).write_text(json.dumps(self.to_dict(status, error), indent=2) + "\n")
+
+
+class Progress:
+    """A live line on stderr: frames done, fps, ETA when the total is known.
+
+    On a terminal it rewrites one line; otherwise it prints a line every ``interval_s * 10``.
+    """
+
+    def __init__(self, metrics: Metrics, counted: list[str], total: int | None,
+                 stream: TextIO | None = None, interval_s: float = 0.5) -> None:
+        self.metrics = metrics
+        self.counted = counted
+        self.total = total
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.interval_s = interval_s if self.tty else interval_s * 10
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="progress", daemon=True)
+
+    def start(self) -> None:
+        """Start printing."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Print the final line and stop."""
+        self._stop.set()
+        self._thread.join()
+        self._print(final=True)
+
+    def line(self) -> str:
+        """The current progress text."""
+        done = min((self.metrics.nodes[n].frames_in for n in self.counted), default=0)
+        elapsed = max(self.metrics.elapsed(), 1e-9)
+        fps = done / elapsed
+        text = f"{done} frames"
+        if self.total:
+            text += f"/{self.total} ({100 * done / self.total:.0f}%)"
+        text += f"  {fps:.1f} fps  {elapsed:.1f} s"
+        if self.total and fps > 0 and done < self.total:
+            text += f"  ETA {(self.total - done) / fps:.0f} s"
+        drops = sum(e.dropped for m in self.metrics.nodes.values() for e in m.edges)
+        if drops:
+            text += f"  {drops} dropped"
+        return text
+
+    def _print(self, final: bool = False) -> None:
+        if self.tty:
+            self.stream.write("\r\033[K" + self.line() + ("\n" if final else ""))
+        else:
+            self.stream.write(self.line() + "\n")
+        self.stream.flush()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._print()

@@ -1,0 +1,192 @@
+"""Source, Stage and Sink: what a plugin author writes, and the contract the runtime keeps.
+
+Declaring a plugin
+    A node class carries everything about itself as class data: ``name`` (registered name),
+    ``summary`` (one line), ``inputs``/``outputs`` (:class:`Port`), and ``Params`` (a pydantic
+    model: types, defaults, ranges, one-line descriptions). The registry, the validator,
+    ``vidgraph describe`` and the JSON Schema all read this one declaration. Register the
+    class under the entry point group ``vidgraph.plugins``.
+
+Lifecycle (the runtime guarantees all of this; a plugin never needs to read ``executor.py``)
+    1. ``__init__(params, context)`` runs while the graph is built: keep the validated
+       params, do no I/O.
+    2. ``open()`` runs once, before any frame, on the main thread, after every node has
+       been constructed: load models, open files and devices here. If it raises, the graph
+       does not start, and every node already opened is closed.
+    3. Work happens on the node's own worker thread:
+       - a ``Source``'s ``generate()`` is iterated; it yields :class:`Frame` objects for its
+         first output port and :class:`Emit` for any other. Returning ends the stream;
+         ``Emit(port, END)`` ends one port early (a file without sound ends ``audio``).
+         ``stop_requested`` in the context turns true on Ctrl+C: a source that blocks
+         should check it;
+       - a ``Stage`` gets ``process(frame)`` for each frame, or ``process_batch(frames)``
+         with up to ``batch_size`` frames when the graph asks for batching (across streams
+         too). It returns a Frame (sent to its first output), an :class:`Emit`, a list of
+         those, or None to drop the frame. Items that arrive on other input ports go to
+         ``receive(port, item)``;
+       - a ``Sink`` gets ``write(frame)`` for its first input and ``receive(port, item)``
+         for the others.
+       Methods of one node instance are never called from two threads at once. With
+       ``replicas: N`` the runtime makes N instances and restores the order of outputs.
+       ``input_ended(port)`` says that one input port has delivered its last item.
+    4. ``flush()`` is called once at end of stream (every input finished), before the
+       end-of-stream goes downstream; a stage may return frames it held back.
+    5. ``close()`` follows every successful ``open()``, exactly once, also after an error,
+       Ctrl+C or an abort: sinks finalize here (an MP4 gets its trailer).
+
+Frames: ``pts``/``time_base`` come from the source and must be passed on unchanged.
+Frames arrive on the node's ``device`` unless the class sets ``any_device = True``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from .edge import EOS as END
+from .frame import Frame
+
+__all__ = ["END", "Emit", "Node", "NodeContext", "Params", "Port", "PortKind", "Sink", "Source",
+           "Stage"]
+
+
+class PortKind(StrEnum):
+    """What a port carries; an edge may only join ports of the same kind."""
+
+    VIDEO = "video"  #: Frame objects
+    AUDIO = "audio"  #: AudioPacket objects, compressed, passed through
+    EVENTS = "events"  #: dicts describing things that happened (reconnects, ...)
+
+
+@dataclass(frozen=True)
+class Port:
+    """A named input or output of a node.
+
+    ``optional`` inputs may stay unconnected; ``optional`` outputs may go unused.
+    """
+
+    name: str
+    kind: PortKind = PortKind.VIDEO
+    optional: bool = False
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Emit:
+    """An item sent to a named output port (a bare Frame goes to the first output)."""
+
+    port: str
+    item: Any
+
+
+class Params(BaseModel):
+    """Base for a node's parameter model: unknown keys are errors, values are checked."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class NodeContext:
+    """What the runtime tells a node about where it runs."""
+
+    name: str
+    device: torch.device
+    batch_size: int = 1
+    stop_requested: Any = None  # a threading.Event; set on Ctrl+C
+    connected: frozenset[str] = frozenset()  #: names of the input ports that are connected
+
+    def stopping(self) -> bool:
+        """Whether the graph is shutting down (sources should return soon)."""
+        return self.stop_requested is not None and self.stop_requested.is_set()
+
+
+class Node:
+    """Base of all nodes; subclass :class:`Source`, :class:`Stage` or :class:`Sink`."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    inputs: ClassVar[tuple[Port, ...]] = ()
+    outputs: ClassVar[tuple[Port, ...]] = ()
+    Params: ClassVar[type[Params]] = Params
+    #: True for nodes that never read pixels (or move them themselves): the runtime then
+    #: hands them frames where they are, without converting or copying them.
+    any_device: ClassVar[bool] = False
+
+    def __init__(self, params: Params, context: NodeContext) -> None:
+        self.params = params
+        self.context = context
+
+    @property
+    def device(self) -> torch.device:
+        """The device this node's frames arrive on."""
+        return self.context.device
+
+    def open(self) -> None:
+        """Acquire resources (models, files). Called once before any frame."""
+
+    def receive(self, port: str, item: Any) -> Any:
+        """Handle an item that arrived on a non-default input port."""
+        raise NotImplementedError(f"{type(self).__name__} does not take input on '{port}'")
+
+    def input_ended(self, port: str) -> None:
+        """The input ``port`` delivered its last item (others may still be running)."""
+
+    def flush(self) -> Sequence[Frame | Emit]:
+        """Items held back, emitted at end of stream before it goes downstream."""
+        return ()
+
+    def close(self) -> None:
+        """Release resources; always called once after a successful ``open()``."""
+
+    @classmethod
+    def kind(cls) -> str:
+        """'source', 'stage' or 'sink'."""
+        for base, label in ((Source, "source"), (Stage, "stage"), (Sink, "sink")):
+            if issubclass(cls, base):
+                return label
+        return "node"
+
+
+class Source(Node):
+    """A node with no input: it produces frames (and maybe audio, events)."""
+
+    outputs = (Port("out"),)
+
+    def generate(self) -> Iterator[Frame | Emit]:
+        """Yield frames until the stream ends; return to end it."""
+        raise NotImplementedError
+
+    def expected_frames(self) -> int | None:
+        """How many frames this source will produce, when known (for progress and ETA)."""
+        return None
+
+
+class Stage(Node):
+    """A node with inputs and outputs: it transforms, annotates, drops or routes frames."""
+
+    inputs = (Port("in"),)
+    outputs = (Port("out"),)
+
+    def process(self, frame: Frame) -> Frame | Emit | list[Frame | Emit] | None:
+        """Handle one frame; return what goes downstream (None drops it)."""
+        raise NotImplementedError
+
+    def process_batch(self, frames: list[Frame]) -> list[Frame | Emit | list[Frame | Emit] | None]:
+        """Handle a batch; one result per frame, as ``process`` returns. Override to batch."""
+        return [self.process(f) for f in frames]
+
+
+class Sink(Node):
+    """A node with no output: it writes frames somewhere."""
+
+    inputs = (Port("in"),)
+    any_device = True
+
+    def write(self, frame: Frame) -> None:
+        """Consume one frame from the first input port."""
+        raise NotImplementedError

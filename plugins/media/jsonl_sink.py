@@ -1,0 +1,83 @@
+"""``jsonl_sink``: one JSON object per frame (what was detected or recognised), line by line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import Field
+
+from pipeline.frame import Frame
+from pipeline.node import Params, Sink
+
+
+class JsonlSinkParams(Params):
+    """Parameters of ``jsonl_sink``."""
+
+    path: str = Field(description="output .jsonl file (- for standard output)")
+
+
+class JsonlSink(Sink):
+    """Writes ``{stream, index, pts, time, source, detections, label, scores}`` per frame.
+
+    Each line is flushed as it is written, so another program can follow the file live
+    (``tail -f``). ``detections`` is a list of ``{box, score, landmarks, label, label_score}``.
+
+    ```yaml
+    nodes:
+      src: {plugin: testsrc, width: 64, height: 64, duration: 0.2}
+      out: {plugin: jsonl_sink, input: src, path: out/doc_frames.jsonl}
+    ```
+    """
+
+    name = "jsonl_sink"
+    summary = "one JSON line per frame: detections, labels, timestamps"
+    Params = JsonlSinkParams
+    params: JsonlSinkParams
+
+    def open(self) -> None:
+        if self.params.path == "-":
+            self.file = sys.stdout
+            self.owned = False
+        else:
+            path = Path(self.params.path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.file = path.open("w", encoding="utf-8", buffering=1)
+            self.owned = True
+
+    def write(self, frame: Frame) -> None:
+        self.file.write(json.dumps(frame_record(frame)) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        if self.owned:
+            self.file.close()
+
+
+def frame_record(frame: Frame) -> dict[str, Any]:
+    """The JSON-ready record of one frame."""
+    dets = frame.detections
+    record: dict[str, Any] = {
+        "stream": frame.stream,
+        "index": frame.index,
+        "pts": frame.pts,
+        "time": None if frame.time is None else round(frame.time, 6),
+        "source": frame.meta.get("source"),
+        "detections": dets.to_json() if dets is not None else [],
+    }
+    if "label" in frame.meta:
+        record["label"] = frame.meta["label"]
+    if "scores" in frame.meta:
+        record["scores"] = _plain(frame.meta["scores"])
+    return record
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().tolist()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
