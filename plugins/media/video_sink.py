@@ -81,6 +81,7 @@ class VideoSink(Sink):
         self.audio_pending = "audio" in self.context.connected  # until a packet or its end
         self.first: Frame | None = None  # held until the second frame gives the frame rate
         self.pending: list[Any] = []  # packets held until every stream is known
+        self.early_audio: list[AudioPacket] = []  # audio that came before the first frame
         self.t0: float | None = None  # time of the first frame: the file starts there
         self.last_pts = -1
         self.frames = 0
@@ -128,6 +129,12 @@ class VideoSink(Sink):
             stream.codec_context.gop_size = p.gop
         stream.options = options
         self.video = stream
+        early, self.early_audio = self.early_audio, []
+        if early:
+            self._add_audio(early[0])
+            for item in early:
+                item.packet.stream = self.audio
+            self.pending.extend(item.packet for item in early)
 
     def _encode(self, frame: Frame) -> None:
         native = frame.native
@@ -154,13 +161,18 @@ class VideoSink(Sink):
     def receive(self, port: str, item: Any) -> None:
         assert port == "audio" and isinstance(item, AudioPacket)
         if self.audio is None:
-            if self.video is not None and not self.audio_pending:
+            if self.video is None:
+                self.early_audio.append(item)  # video goes first in the file: wait for it
+                return
+            if not self.audio_pending:
                 return  # audio that starts after the header was written cannot be added
-            self.audio = self.out.add_stream_from_template(item.template)
-            self.audio_pending = False
-        packet = item.packet
-        packet.stream = self.audio
-        self._mux([packet])
+            self._add_audio(item)
+        item.packet.stream = self.audio
+        self._mux([item.packet])
+
+    def _add_audio(self, first: AudioPacket) -> None:
+        self.audio = self.out.add_stream_from_template(first.template)
+        self.audio_pending = False
 
     def input_ended(self, port: str) -> None:
         if port == "audio":
