@@ -38,7 +38,8 @@ def _parser() -> argparse.ArgumentParser:
                        metavar="NODE.KEY=VALUE", help="override a value (repeatable)")
         p.add_argument("--allow-python", action="store_true",
                        help="allow 'python: module:Class' nodes (they run code)")
-        p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help=argparse.SUPPRESS)
         return p
 
     run = graph_command("run", "run a graph")

@@ -79,8 +79,8 @@ class Edge:
                 return
             items.append((inbox.next_seq, item))
             inbox.next_seq += 1
-            if len(items) > self.max_depth:
-                self.max_depth = len(items)
+            if len(items) > self.max_depth and item is not EOS:
+                self.max_depth = len(items)  # EOS may go one past capacity; it is no frame
             inbox.ready.notify()
 
 

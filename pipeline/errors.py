@@ -49,6 +49,14 @@ class PluginConflict(VidgraphError, RuntimeError):
     """Two installed distributions register the same plugin name."""
 
 
+class MediaError(VidgraphError, OSError):
+    """A file or stream cannot be opened, read or written (the message names it)."""
+
+
+class ParameterError(VidgraphError, ValueError):
+    """A parameter value that only opening the node can reject (an encoder not built in)."""
+
+
 class NodeError(VidgraphError, RuntimeError):
     """A node failed while opening, running or closing.
 

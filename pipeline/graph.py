@@ -130,7 +130,7 @@ class _Builder:
                     specs[name] = spec
         connections = self._connect(specs)
         order = self._topological_order(specs, connections)
-        self._check_unused_outputs(specs, connections)
+        self._check_unused_outputs(specs)
         if self.problems:
             raise GraphError(self.problems)
         return Graph(
@@ -316,9 +316,15 @@ class _Builder:
             visit(n, [])
         return order
 
-    def _check_unused_outputs(self, specs: dict[str, NodeSpec],
-                              connections: list[Connection]) -> None:
-        used = {(c.src, c.src_port) for c in connections}
+    def _check_unused_outputs(self, specs: dict[str, NodeSpec]) -> None:
+        # Read from what was written, so a node with a bad parameter still counts as a reader.
+        used: set[tuple[str, str]] = set()
+        for inputs in self.raw_inputs.values():
+            for ref, _ in inputs.values():
+                src, _, port = str(ref).partition(".")
+                cls = self.classes.get(src)
+                if cls is not None and cls.outputs:
+                    used.add((src, port or cls.outputs[0].name))
         for name, spec in specs.items():
             for port in spec.cls.outputs:
                 if not port.optional and (name, port.name) not in used:

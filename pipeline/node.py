@@ -87,7 +87,8 @@ class Emit:
 class Params(BaseModel):
     """Base for a node's parameter model: unknown keys are errors, values are checked."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # coerce_numbers_to_str: `preset: 12` in YAML means the string "12".
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
 
 @dataclass(frozen=True)

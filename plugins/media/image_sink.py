@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 from pydantic import Field
 
+from pipeline.errors import MediaError, ParameterError
 from pipeline.frame import Frame
 from pipeline.node import Params, Sink
 
@@ -39,7 +40,7 @@ class ImageSink(Sink):
         try:
             self._name_for(Frame.from_image(np.zeros((1, 1, 3), np.uint8)))
         except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(f"bad path template '{self.params.path}': {exc!r}; use {{stem}}, "
+            raise ParameterError(f"bad path template '{self.params.path}': {exc!r}; use {{stem}}, "
                              "{name}, {stream} or {index:06d}") from None
         ext = Path(self.params.path).suffix.lower()
         self.flags = ([cv2.IMWRITE_JPEG_QUALITY, self.params.quality] if ext in (".jpg", ".jpeg")
@@ -57,4 +58,4 @@ class ImageSink(Sink):
         path.parent.mkdir(parents=True, exist_ok=True)
         bgr = cv2.cvtColor(frame.image.cpu().numpy(), cv2.COLOR_RGB2BGR)
         if not cv2.imwrite(str(path), bgr, self.flags):
-            raise OSError(f"cannot write image '{path}'")
+            raise MediaError(f"cannot write image '{path}'")

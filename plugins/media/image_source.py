@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 from pydantic import Field
 
+from pipeline.errors import MediaError
 from pipeline.frame import Frame
 from pipeline.node import Params, Source
 
@@ -62,7 +63,7 @@ class ImageSource(Source):
             for file in self.files:
                 bgr = cv2.imread(str(file), cv2.IMREAD_COLOR)
                 if bgr is None:
-                    raise OSError(f"cannot read image '{file}'")
+                    raise MediaError(f"cannot read image '{file}'")
                 rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                 yield Frame.from_image(rgb, pts=index, time_base=time_base,
                                        stream=self.context.name, index=index,

@@ -11,6 +11,7 @@ import av
 import numpy as np
 from pydantic import Field
 
+from pipeline.errors import MediaError, ParameterError
 from pipeline.frame import AudioPacket, Frame
 from pipeline.node import Params, Port, PortKind, Sink
 
@@ -64,10 +65,10 @@ class VideoSink(Sink):
         p = self.params
         try:
             av.Codec(p.codec, "w")
-        except av.FFmpegError:
+        except (av.FFmpegError, av.codec.codec.UnknownCodecError):
             known = sorted(c for c in ("libx264", "libx265", "libsvtav1", "mpeg4", "libvpx-vp9",
                                        "libaom-av1", "h264_nvenc") if c in av.codecs_available)
-            raise ValueError(f"unknown encoder '{p.codec}' (available here include: "
+            raise ParameterError(f"unknown encoder '{p.codec}' (available here include: "
                              f"{', '.join(known)})") from None
         path = Path(p.path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,7 +76,7 @@ class VideoSink(Sink):
         try:
             self.out = av.open(str(path), "w", options=options)
         except av.FFmpegError as exc:
-            raise OSError(f"cannot write '{path}': {exc.strerror or exc}") from exc
+            raise MediaError(f"cannot write '{path}': {exc.strerror or exc}") from exc
         self.video: Any = None
         self.audio: Any = None
         self.audio_pending = "audio" in self.context.connected  # until a packet or its end
@@ -84,6 +85,7 @@ class VideoSink(Sink):
         self.early_audio: list[AudioPacket] = []  # audio that came before the first frame
         self.t0: float | None = None  # time of the first frame: the file starts there
         self.last_pts = -1
+        self.bad_audio = 0
         self.frames = 0
 
     # -- video -------------------------------------------------------------------------------
@@ -186,10 +188,21 @@ class VideoSink(Sink):
         if self.video is None or self.audio_pending:
             return
         for packet in self.pending:
-            if packet.stream is self.audio and not self._shift_audio(packet):
-                continue
-            self.out.mux(packet)
+            if packet.stream is not self.audio:
+                self.out.mux(packet)
+            elif self._shift_audio(packet):
+                self._mux_audio(packet)
         self.pending.clear()
+
+    def _mux_audio(self, packet: Any) -> None:
+        try:
+            self.out.mux(packet)
+        except av.InvalidDataError as exc:
+            # A damaged packet from the source: drop it, keep the sound that is intact.
+            self.bad_audio += 1
+            if self.bad_audio == 1:
+                log.warning("node '%s': dropping damaged audio packets (%s)", self.context.name,
+                            exc.strerror or exc)
 
     def _shift_audio(self, packet: Any) -> bool:
         """Move an audio packet onto the file's timeline; False if it ends before it."""

@@ -12,6 +12,7 @@ from typing import Any
 import av
 from pydantic import Field
 
+from pipeline.errors import MediaError
 from pipeline.frame import AudioPacket, Frame
 from pipeline.node import END, Emit, Params, Port, PortKind, Source
 
@@ -64,10 +65,10 @@ class VideoSource(Source):
         try:
             self.container = av.open(url, "r", **options)
         except av.FFmpegError as exc:
-            raise OSError(f"cannot open '{url}': {exc.strerror or exc}") from exc
+            raise MediaError(f"cannot open '{url}': {exc.strerror or exc}") from exc
         if not self.container.streams.video:
             self.container.close()
-            raise ValueError(f"'{url}' has no video stream")
+            raise MediaError(f"'{url}' has no video stream")
         self.video = self.container.streams.video[0]
         self.video.thread_type = "AUTO"  # frame + slice threads: several times faster decode
         self.audio = self.container.streams.audio[0] if self.container.streams.audio else None

@@ -1,0 +1,58 @@
+"""Shared fixtures: real clips made with PyAV, ffprobe, and the CLI as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.testing import make_clip
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN = [sys.executable, str(ROOT / "run.py")]
+
+
+def ffprobe(path: str | Path) -> dict:
+    """ffprobe's view of a file: streams (with counted video frames) and format."""
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-count_frames", "-show_streams", "-show_format",
+         "-of", "json", str(path)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def stream(info: dict, kind: str) -> dict | None:
+    """The first stream of ``kind`` (video, audio) in ffprobe output."""
+    return next((s for s in info["streams"] if s["codec_type"] == kind), None)
+
+
+def vidgraph(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+    """Run the CLI (``python run.py ARGS``) from the repository root."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([*RUN, *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=ROOT, env=env, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """2 s, 320x240, 30 fps H.264 + AAC stereo 48 kHz."""
+    return make_clip(tmp_path_factory.mktemp("media") / "clip.mp4", seconds=2.0)
+
+
+@pytest.fixture(scope="session")
+def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """10 s, 320x240, 30 fps H.264 + AAC."""
+    return make_clip(tmp_path_factory.mktemp("media") / "long.mp4", seconds=10.0)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,90 @@
+"""Nodes used by tests through ``python: tests.helpers:Class`` (with --allow-python)."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from typing import ClassVar
+
+from pydantic import Field
+
+from pipeline.frame import Frame
+from pipeline.node import Params, Sink, Stage
+
+
+class FailOnParams(Params):
+    index: int = Field(description="frame index that raises")
+
+
+class FailOn(Stage):
+    """Raises ValueError on one frame index; passes every other frame."""
+
+    name = "fail_on"
+    summary = "raises on one frame"
+    Params = FailOnParams
+    params: FailOnParams
+    any_device = True
+
+    def process(self, frame: Frame) -> Frame:
+        if frame.index == self.params.index:
+            raise ValueError(f"boom at {frame.index}")
+        return frame
+
+
+class RecordParams(Params):
+    key: str = Field(description="name of the list in Record.seen that receives items")
+    delay_ms: float = 0.0
+    jitter_ms: float = 0.0
+
+
+class BatchRecorder(Stage):
+    """Records the size of every batch it gets (in ``Record.seen[key]``)."""
+
+    name = "batch_recorder"
+    summary = "records batch sizes"
+    Params = RecordParams
+    params: RecordParams
+    any_device = True
+
+    def process_batch(self, frames: list[Frame]) -> list[Frame]:
+        Record.add(self.params.key, len(frames))
+        time.sleep(self.params.delay_ms / 1000)
+        return frames
+
+    def process(self, frame: Frame) -> Frame:
+        return self.process_batch([frame])[0]
+
+
+class Jitter(Stage):
+    """Sleeps a random time per frame (replica order tests)."""
+
+    name = "jitter"
+    summary = "random delay"
+    Params = RecordParams
+    params: RecordParams
+    any_device = True
+
+    def process(self, frame: Frame) -> Frame:
+        time.sleep(self.params.delay_ms / 1000 + random.random() * self.params.jitter_ms / 1000)
+        return frame
+
+
+class Record(Sink):
+    """Keeps every frame it gets in ``Record.seen[key]``, for assertions."""
+
+    name = "record"
+    summary = "collects frames"
+    Params = RecordParams
+    params: RecordParams
+    seen: ClassVar[dict[str, list]] = {}
+    lock: ClassVar[threading.Lock] = threading.Lock()
+
+    @classmethod
+    def add(cls, key: str, item: object) -> None:
+        with cls.lock:
+            cls.seen.setdefault(key, []).append(item)
+
+    def write(self, frame: Frame) -> None:
+        time.sleep(self.params.delay_ms / 1000)
+        Record.add(self.params.key, frame)
