@@ -18,6 +18,8 @@ import yaml
 from .errors import GraphError, Problem, suggest
 
 Path_ = tuple[str | int, ...]
+_PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map",
+                                                  "seq")}
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -101,6 +103,11 @@ def loads(text: str, file: str = "<string>", overrides: list[str] | None = None,
 def _build(node: yaml.Node, path: Path_, doc: Document, loader: yaml.SafeLoader,
            problems: list[Problem], env: Any) -> Any:
     doc.values[path] = Position(doc.file, node.start_mark.line + 1, node.start_mark.column + 1)
+    if node.tag not in _PLAIN_TAGS:
+        pos = doc.values[path]
+        problems.append(Problem(pos.file, pos.line, pos.col,
+                                f"unsupported YAML tag '{node.tag}' (graphs hold plain data)"))
+        return None
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:

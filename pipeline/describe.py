@@ -16,7 +16,6 @@ from .graph import Graph, NodeSettings
 from .node import Node
 from .registry import Registry
 
-
 _LIMITS = (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
 
 

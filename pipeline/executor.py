@@ -286,6 +286,7 @@ class Executor:
         move = not inst.any_device
         device = inst.device
         metrics = runner.metrics
+        is_sink = isinstance(inst, Sink)
         try:
             while True:
                 got = inbox.get(batch, timeout_s)
@@ -307,6 +308,9 @@ class Executor:
                 started = time.perf_counter()
                 results = self._process(runner, inst, items)
                 metrics.busy_s += time.perf_counter() - started
+                if is_sink:  # a sink's latency is capture to written
+                    now = time.monotonic()
+                    metrics.latencies.extend(now - f.captured for f in items if f.captured)
                 if results is None:
                     break
                 self._ordered(runner, ticket, lambda r=results: self._emit(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ import pytest
 from pipeline.executor import RunStatus
 from pipeline.testing import run_graph
 
-from .conftest import RUN, ROOT, ffprobe, stream, vidgraph
+from .conftest import ROOT, RUN, ffprobe, stream, vidgraph
 
 
 def transcode(src: Path, dst: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -88,7 +89,7 @@ def test_loop_keeps_pts_increasing(clip: Path) -> None:
         "out": {"python": "tests.helpers:Record", "input": "src", "key": "loop"}}})
     times = [f.time for f in Record.seen["loop"]]
     assert len(times) == 150
-    assert all(b > a for a, b in zip(times, times[1:], strict=False))
+    assert all(b > a for a, b in itertools.pairwise(times))
     assert times[-1] == pytest.approx(149 / 30, abs=0.05)
 
 

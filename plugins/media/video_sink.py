@@ -140,8 +140,9 @@ class VideoSink(Sink):
 
     def _encode(self, frame: Frame) -> None:
         native = frame.native
-        if (not frame.has_pixels and native is not None and native.format.name == self.params.pix_fmt
-                and native.width == self.video.width and native.height == self.video.height):
+        if (not frame.has_pixels and native is not None
+                and native.format.name == self.params.pix_fmt
+                and (native.width, native.height) == (self.video.width, self.video.height)):
             vf = native
             vf.pict_type = av.video.frame.PictureType.NONE  # let the encoder place keyframes
         else:
