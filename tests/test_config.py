@@ -54,7 +54,7 @@ def test_environment_substitution() -> None:
 def test_duplicate_keys_and_unsafe_tags_are_rejected() -> None:
     with pytest.raises(GraphError, match="3:3: duplicate key 'a'"):
         config.loads("nodes:\n  a: 1\n  a: 2\n")
-    with pytest.raises(GraphError, match="1:8: unsupported YAML tag 'tag:yaml.org,2002:python"):
+    with pytest.raises(GraphError, match=r"1:8: unsupported YAML tag 'tag:yaml\.org,2002:python"):
         config.loads("nodes: !!python/object/apply:os.system ['true']\n")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from fractions import Fraction
 from pathlib import Path
 
@@ -59,7 +60,7 @@ def test_rate_limit_keeps_evenly_spaced_frames() -> None:
                                time_base=Fraction(1, 30), index=i) for i in range(30)]
     kept = run_node("rate_limit", frames, fps=20)
     assert len(kept) == 20
-    gaps = {b.pts - a.pts for a, b in zip(kept, kept[1:], strict=False)}
+    gaps = {b.pts - a.pts for a, b in itertools.pairwise(kept)}
     assert gaps == {1, 2}
 
 
