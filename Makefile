@@ -19,6 +19,7 @@ demo: $(BIN)/vidgraph
 
 test: $(BIN)/vidgraph
 	$(BIN)/ruff check pipeline plugins tests bench run.py
+	$(BIN)/mypy pipeline
 	$(BIN)/python -m pytest -q
 
 bench: $(BIN)/vidgraph

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 from typing import Any
 
 from .device import resolve_device
@@ -242,12 +243,13 @@ class Executor:
             for item in result:
                 self._emit(runner, item, now)
             return
+        port: str | None
         if isinstance(result, Emit):
             port, item = result.port, result.item
         else:
             port, item = runner.default_out, result
         edges = runner.outputs.get(port) if port is not None else None
-        if edges is None:
+        if port is None or edges is None:
             raise VidgraphError(f"emitted to unknown output port '{port}'")
         if item is EOS:
             runner.ended_ports.add(port)
@@ -296,11 +298,11 @@ class Executor:
                 if items[0] is EOS:
                     if inbox.all_finished():
                         inbox.close()
-                    self._ordered(runner, ticket, lambda p=edge.dst_port: inst.input_ended(p))
+                    self._ordered(runner, ticket, partial(inst.input_ended, edge.dst_port))
                     continue
                 if edge.dst_port != runner.default_in:
-                    self._ordered(runner, ticket, lambda e=edge, i=items: self._emit(
-                        runner, inst.receive(e.dst_port, i[0]), time.monotonic()))
+                    self._ordered(runner, ticket, partial(self._receive, runner, inst,
+                                                          edge.dst_port, items[0]))
                     continue
                 metrics.frames_in += len(items)
                 if move:
@@ -313,12 +315,17 @@ class Executor:
                     metrics.latencies.extend(now - f.captured for f in items if f.captured)
                 if results is None:
                     break
-                self._ordered(runner, ticket, lambda r=results: self._emit(
-                    runner, r, time.monotonic()))
+                self._ordered(runner, ticket, partial(self._emit_now, runner, results))
         except Exception as exc:
             self._fail(runner, exc, None)
         finally:
             self._finish_worker(runner, inst)
+
+    def _receive(self, runner: _Runner, inst: Node, port: str, item: Any) -> None:
+        self._emit(runner, inst.receive(port, item), time.monotonic())
+
+    def _emit_now(self, runner: _Runner, results: Any) -> None:
+        self._emit(runner, results, time.monotonic())
 
     def _ordered(self, runner: _Runner, ticket: int, fn: Callable[[], None]) -> None:
         if runner.gate is None:

@@ -321,10 +321,10 @@ class _Builder:
         used: set[tuple[str, str]] = set()
         for inputs in self.raw_inputs.values():
             for ref, _ in inputs.values():
-                src, _, port = str(ref).partition(".")
+                src, _, out_name = str(ref).partition(".")
                 cls = self.classes.get(src)
                 if cls is not None and cls.outputs:
-                    used.add((src, port or cls.outputs[0].name))
+                    used.add((src, out_name or cls.outputs[0].name))
         for name, spec in specs.items():
             for port in spec.cls.outputs:
                 if not port.optional and (name, port.name) not in used:

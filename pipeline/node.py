@@ -91,6 +91,9 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
 
+BaseParams = Params  # the name ``Params`` is taken by each node's own model inside Node
+
+
 @dataclass(frozen=True)
 class NodeContext:
     """What the runtime tells a node about where it runs."""
@@ -118,7 +121,7 @@ class Node:
     #: hands them frames where they are, without converting or copying them.
     any_device: ClassVar[bool] = False
 
-    def __init__(self, params: Params, context: NodeContext) -> None:
+    def __init__(self, params: BaseParams, context: NodeContext) -> None:
         self.params = params
         self.context = context
 

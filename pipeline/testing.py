@@ -35,10 +35,12 @@ def make_clip(path: str | Path, *, seconds: float = 2.0, width: int = 320, heigh
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as out:
         video = out.add_stream(codec, rate=fps)
+        assert isinstance(video, av.VideoStream)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         video.options = {"preset": "ultrafast"}
         sound = out.add_stream("aac", rate=audio_rate) if audio else None
         if sound is not None:
+            assert isinstance(sound, av.AudioStream)
             sound.layout = "stereo"
         yy, xx = np.mgrid[0:height, 0:width]
         frames = round(seconds * fps)
@@ -98,7 +100,7 @@ def run_node(plugin: str | type[Stage] | type[Sink], frames: Sequence[Frame],
         for frame in frames:
             if isinstance(node, Sink):
                 node.write(frame)
-            else:
+            elif isinstance(node, Stage):
                 _extend(out, node.process(frame))
         _extend(out, list(node.flush()))
     finally:

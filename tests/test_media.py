@@ -275,3 +275,26 @@ def test_rate_limit_halves_the_rate_and_leaves_pts_gaps(clip: Path, tmp_path: Pa
     info = ffprobe(out)
     assert int(stream(info, "video")["nb_read_frames"]) == 30
     assert float(info["format"]["duration"]) == pytest.approx(2.0, abs=0.1)
+
+
+def test_url_that_refuses_is_one_line_exit_1(tmp_path: Path) -> None:
+    result = transcode("rtsp://127.0.0.1:9/cam", tmp_path / "o.mp4")
+    assert result.returncode == 1
+    assert result.stderr.strip() == ("error: node 'src': cannot open 'rtsp://127.0.0.1:9/cam': "
+                                     "Connection refused")
+
+
+def test_url_that_never_answers_times_out(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/video.mp4"
+        started = time.monotonic()
+        result = transcode(url, tmp_path / "o.mp4", "--set", "src.open_timeout=1",
+                           "--set", "src.read_timeout=1")
+    assert time.monotonic() - started < 15
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: node 'src': cannot open '{url}'")
+    assert len(result.stderr.strip().splitlines()) == 1
