@@ -52,10 +52,8 @@ def make_clip(path: str | Path, *, seconds: float = 2.0, width: int = 320, heigh
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
             frame.pts = i
             frame.time_base = Fraction(1, fps)
-            for packet in video.encode(frame):
-                out.mux(packet)
-        for packet in video.encode(None):
-            out.mux(packet)
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
         if sound is not None:
             chunk = 1024
             total = round(seconds * audio_rate)
@@ -68,10 +66,8 @@ def make_clip(path: str | Path, *, seconds: float = 2.0, width: int = 320, heigh
                 af.sample_rate = audio_rate
                 af.pts = start
                 af.time_base = Fraction(1, audio_rate)
-                for packet in sound.encode(af):
-                    out.mux(packet)
-            for packet in sound.encode(None):
-                out.mux(packet)
+                out.mux(sound.encode(af))
+            out.mux(sound.encode(None))
     return path
 
 

@@ -94,24 +94,31 @@ class VideoSource(Source):
         index = 0
         offset_s = 0.0  # added to timestamps on each loop, so they keep increasing
         meta = {"source": Path(self.params.url).name} if self.is_file else {}
+        vtb = Fraction(self.video.time_base)
+        frame_s = float(1 / (self.video.average_rate or 30))
         while True:
             end_s = offset_s
             for item in self._pass(offset_s):
-                if isinstance(item, Frame):
-                    if self.params.max_frames and index >= self.params.max_frames:
-                        return
-                    item = _number(item, index, self.context.name, meta)
-                    index += 1
-                    if item.time is not None:
-                        end_s = max(end_s, item.time + float(1 / (self.video.average_rate or 30)))
-                yield item
+                if isinstance(item, Emit):
+                    yield item
+                    continue
+                if self.params.max_frames and index >= self.params.max_frames:
+                    return
+                vf, pts = item
+                frame = Frame(pts=pts, time_base=vtb, stream=self.context.name, index=index,
+                              captured=time.monotonic(), meta=meta, native=vf)
+                index += 1
+                if frame.time is not None:
+                    end_s = max(end_s, frame.time + frame_s)
+                yield frame
             if not self.params.loop or self.context.stopping() or index == 0:
                 return
             offset_s = end_s
             self.container.seek(0)
 
-    def _pass(self, offset_s: float) -> Iterator[Frame | Emit]:
-        """One pass over the file from ``start``, timestamps shifted by ``offset_s``."""
+    def _pass(self, offset_s: float) -> Iterator[tuple[Any, int | None] | Emit]:
+        """One pass from ``start``: audio Emits and (decoded picture, pts shifted by
+        ``offset_s``) pairs."""
         start = self.params.start
         vtb = self.video.time_base
         if start:
@@ -142,9 +149,7 @@ class VideoSource(Source):
                 for vf in decoded:
                     if start and vf.time is not None and vf.time < start - 1e-6:
                         continue
-                    pts = None if vf.pts is None else vf.pts + v_shift
-                    yield Frame(pts=pts, time_base=Fraction(vtb), native=vf,
-                                captured=time.monotonic())
+                    yield vf, (None if vf.pts is None else vf.pts + v_shift)
         except av.FFmpegError as exc:
             # A truncated file ends here: keep what was decoded, say what happened.
             log.warning("node '%s': '%s' ends early: %s", self.context.name, self.params.url,
@@ -153,7 +158,3 @@ class VideoSource(Source):
     def close(self) -> None:
         self.container.close()
 
-
-def _number(frame: Frame, index: int, stream: str, meta: dict[str, Any]) -> Frame:
-    return Frame(pts=frame.pts, time_base=frame.time_base, stream=stream, index=index,
-                 captured=frame.captured, meta=meta, native=frame.native)
