@@ -319,7 +319,7 @@ class Executor:
         except Exception as exc:
             self._fail(runner, exc, None)
         finally:
-            self._finish_worker(runner, inst)
+            self._finish_worker(runner)
 
     def _receive(self, runner: _Runner, inst: Node, port: str, item: Any) -> None:
         self._emit(runner, inst.receive(port, item), time.monotonic())
@@ -370,17 +370,19 @@ class Executor:
             return [inst.process(frames[0])]
         return list(inst.process_batch(frames))
 
-    def _finish_worker(self, runner: _Runner, inst: Node) -> None:
+    def _finish_worker(self, runner: _Runner) -> None:
+        """The last worker of a node flushes every instance, sends EOS on, closes them all."""
         with runner.lock:
             runner.live_workers -= 1
-            last = runner.live_workers == 0
-        if last:
-            inbox = runner.inbox
-            ended = inbox is not None and inbox.all_finished() and not self.aborted.is_set()
-            if ended and (self.error is None or self.error.node != runner.name):
-                self._flush(runner)
-            self._send_eos(runner)
-        self._close(runner, inst)
+            if runner.live_workers:
+                return
+        inbox = runner.inbox
+        ended = inbox is not None and inbox.all_finished() and not self.aborted.is_set()
+        if ended and (self.error is None or self.error.node != runner.name):
+            self._flush(runner)
+        self._send_eos(runner)
+        for inst in runner.instances:
+            self._close(runner, inst)
 
     def _flush(self, runner: _Runner) -> None:
         for inst in runner.instances:

@@ -88,3 +88,28 @@ class Record(Sink):
     def write(self, frame: Frame) -> None:
         time.sleep(self.params.delay_ms / 1000)
         Record.add(self.params.key, frame)
+
+
+class HoldLast(Stage):
+    """Holds back each instance's most recent frame and returns it from flush()."""
+
+    name = "hold_last"
+    summary = "emits its last frame at end of stream"
+    Params = RecordParams
+    params: RecordParams
+    any_device = True
+
+    def open(self) -> None:
+        self.held: Frame | None = None
+        self.closed = False
+
+    def process(self, frame: Frame) -> Frame | None:
+        out, self.held = self.held, frame
+        return out
+
+    def flush(self) -> list[Frame]:
+        assert not self.closed, "flush() after close()"
+        return [self.held] if self.held is not None else []
+
+    def close(self) -> None:
+        self.closed = True

@@ -114,6 +114,17 @@ def test_replicas_keep_order() -> None:
     assert result.metrics.nodes["work"].frames_in == 120
 
 
+def test_flush_runs_before_close_on_every_replica() -> None:
+    k = key()
+    result = run_graph({"nodes": {
+        "src": source(40),
+        "hold": {"python": "tests.helpers:HoldLast", "input": "src", "key": k, "replicas": 3},
+        "out": {"python": "tests.helpers:Record", "input": "hold", "key": k}}})
+    assert result.status is RunStatus.OK, result.error
+    # Every frame comes out exactly once: the held ones from flush(), before end of stream.
+    assert sorted(f.index for f in Record.seen[k]) == list(range(40))
+
+
 def test_fan_out_delivers_every_frame_to_each_consumer() -> None:
     a, b = key(), key()
     run_graph({"nodes": {
