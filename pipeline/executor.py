@@ -48,6 +48,10 @@ class RunResult:
     metrics: Metrics
 
 
+def _nothing() -> None:
+    """The action of a ticket that emits nothing."""
+
+
 class _Gate:
     """Lets replica workers emit in the order their inputs were taken."""
 
@@ -86,6 +90,7 @@ class _Runner:
         self.lock = threading.Lock()
         self.opened: list[Node] = []
         self.ended_ports: set[str] = set()
+        self.failed = False  # set on failure: replicas behind it emit nothing more
 
 
 class Executor:
@@ -168,6 +173,7 @@ class Executor:
         with self._error_lock:
             if self.error is None:
                 self.error = error
+        runner.failed = True
         self.stop_requested.set()
         if runner.inbox is not None:
             runner.inbox.close()
@@ -285,47 +291,54 @@ class Executor:
         settings = runner.spec.settings
         batch = settings.batch_size
         timeout_s = settings.batch_timeout_ms / 1000.0
-        move = not inst.any_device
-        device = inst.device
-        metrics = runner.metrics
-        is_sink = isinstance(inst, Sink)
         try:
             while True:
                 got = inbox.get(batch, timeout_s)
                 if got is None:
                     break
                 ticket, edge, items = got
-                if items[0] is EOS:
-                    if inbox.all_finished():
-                        inbox.close()
-                    self._ordered(runner, ticket, partial(inst.input_ended, edge.dst_port))
-                    continue
-                if edge.dst_port != runner.default_in:
-                    self._ordered(runner, ticket, partial(self._receive, runner, inst,
-                                                          edge.dst_port, items[0]))
-                    continue
-                metrics.frames_in += len(items)
-                if move:
-                    items = [f.to(device) for f in items]
-                started = time.perf_counter()
-                results = self._process(runner, inst, items)
-                metrics.busy_s += time.perf_counter() - started
-                if is_sink:  # a sink's latency is capture to written
-                    now = time.monotonic()
-                    metrics.latencies.extend(now - f.captured for f in items if f.captured)
+                action: Callable[[], None] = _nothing
+                results: list[Any] | None = []
+                try:
+                    if items[0] is EOS:
+                        if inbox.all_finished():
+                            inbox.close()
+                        action = partial(inst.input_ended, edge.dst_port)
+                    elif edge.dst_port != runner.default_in:
+                        action = partial(self._receive, runner, inst, edge.dst_port, items[0])
+                    else:
+                        results = self._handle(runner, inst, items)
+                        if results is not None:
+                            action = partial(self._emit_now, runner, results)
+                finally:
+                    # Always pass the ticket, or replicas behind this one would wait forever.
+                    self._ordered(runner, ticket, action)
                 if results is None:
                     break
-                self._ordered(runner, ticket, partial(self._emit_now, runner, results))
         except Exception as exc:
             self._fail(runner, exc, None)
         finally:
             self._finish_worker(runner)
 
+    def _handle(self, runner: _Runner, inst: Node, frames: list[Frame]) -> list[Any] | None:
+        """Move, process and time a batch of frames; None if the node failed."""
+        started = time.perf_counter()
+        results = self._process(runner, inst, frames)
+        now = time.monotonic()
+        with runner.lock:  # replicas share the counters
+            metrics = runner.metrics
+            metrics.frames_in += len(frames)
+            metrics.busy_s += time.perf_counter() - started
+            if isinstance(inst, Sink):  # a sink's latency is capture to written
+                metrics.latencies.extend(now - f.captured for f in frames if f.captured)
+        return results
+
     def _receive(self, runner: _Runner, inst: Node, port: str, item: Any) -> None:
         self._emit(runner, inst.receive(port, item), time.monotonic())
 
     def _emit_now(self, runner: _Runner, results: Any) -> None:
-        self._emit(runner, results, time.monotonic())
+        if not runner.failed:
+            self._emit(runner, results, time.monotonic())
 
     def _ordered(self, runner: _Runner, ticket: int, fn: Callable[[], None]) -> None:
         if runner.gate is None:
@@ -361,6 +374,8 @@ class Executor:
 
     @staticmethod
     def _call(inst: Node, frames: list[Frame]) -> list[Any]:
+        if not inst.any_device:  # the one move to the node's device, at its input
+            frames = [f.to(inst.device) for f in frames]
         if isinstance(inst, Sink):
             for frame in frames:
                 inst.write(frame)
@@ -378,7 +393,7 @@ class Executor:
                 return
         inbox = runner.inbox
         ended = inbox is not None and inbox.all_finished() and not self.aborted.is_set()
-        if ended and (self.error is None or self.error.node != runner.name):
+        if ended and not runner.failed:
             self._flush(runner)
         self._send_eos(runner)
         for inst in runner.instances:

@@ -15,6 +15,7 @@ from pipeline.node import Params, Sink, Stage
 
 class FailOnParams(Params):
     index: int = Field(description="frame index that raises")
+    delay_ms: float = 0.0
 
 
 class FailOn(Stage):
@@ -27,6 +28,7 @@ class FailOn(Stage):
     any_device = True
 
     def process(self, frame: Frame) -> Frame:
+        time.sleep(self.params.delay_ms / 1000)
         if frame.index == self.params.index:
             raise ValueError(f"boom at {frame.index}")
         return frame

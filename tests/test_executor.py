@@ -160,3 +160,16 @@ def test_open_failure_closes_nodes_already_opened(tmp_path) -> None:
         run_graph({"nodes": {
             "out": {"plugin": "jsonl_sink", "input": "src", "path": str(tmp_path / "x.jsonl")},
             "src": {"plugin": "video_source", "url": str(tmp_path / "missing.mp4")}}})
+
+
+def test_a_failing_replica_does_not_hang_the_others() -> None:
+    k = key()
+    result = run_graph({"nodes": {
+        "src": source(200),
+        "boom": {"python": "tests.helpers:FailOn", "input": "src", "index": 50, "replicas": 4,
+                 "delay_ms": 5},
+        "out": {"python": "tests.helpers:Record", "input": "boom", "key": k}}})
+    assert result.status is RunStatus.FAILED
+    assert "on frame 50" in str(result.error)
+    # Everything before the failing frame, in order; nothing after it.
+    assert [f.index for f in Record.seen[k]] == list(range(50))
