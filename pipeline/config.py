@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from .errors import GraphError, Problem, suggest
+from .errors import GraphError, ParameterError, Problem, suggest
 
 Path_ = tuple[str | int, ...]
 _PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map",
@@ -146,6 +146,22 @@ def _substitute(value: str, pos: Position, problems: list[Problem], env: Any) ->
     result = _ENV.sub(repl, value)
     # A value that is exactly one substitution takes the type YAML gives it ("8" -> 8).
     return yaml.safe_load(result) if _ENV.fullmatch(value) and result else result
+
+
+def expand_env(text: str, env: Any = None) -> str:
+    """``text`` with ``${ENV}`` and ``${ENV:-default}`` replaced; raises ParameterError for an
+    unset variable without a default."""
+    env = os.environ if env is None else env
+
+    def repl(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return str(env[name])
+        if default is not None:
+            return default
+        raise ParameterError(f"environment variable '{name}' is not set")
+
+    return _ENV.sub(repl, text)
 
 
 def _apply_override(doc: Document, text: str, n: int, problems: list[Problem]) -> None:

@@ -20,14 +20,18 @@ from functools import partial
 from typing import Any
 
 from .device import resolve_device
-from .edge import DEFAULT_POLICY, EOS, Edge, Inbox
+from .edge import DEFAULT_POLICY, EOS, Edge, EdgePolicy, Inbox
 from .errors import NodeError, VidgraphError, describe_exception
 from .frame import Frame
 from .graph import DEFAULT_QUEUE_SIZE, Graph, NodeSpec, OnError
 from .metrics import Metrics, NodeMetrics
-from .node import Emit, Node, NodeContext, Sink, Source, Stage
+from .node import Emit, Node, NodeContext, PortKind, Sink, Source, Stage
 
 log = logging.getLogger("vidgraph")
+#: capacity of the video edges after a live source (at least; batching raises it)
+LIVE_QUEUE_SIZE = 2
+#: capacity of the audio and event edges after a live source
+LIVE_AUDIO_QUEUE_SIZE = 64
 
 
 class RunStatus(StrEnum):
@@ -85,6 +89,7 @@ class _Runner:
         self.outputs: dict[str, list[Edge]] = {p.name: [] for p in spec.cls.outputs}
         self.default_out = spec.cls.outputs[0].name if spec.cls.outputs else None
         self.default_in = spec.cls.inputs[0].name if spec.cls.inputs else None
+        self.event_ports = {p.name for p in spec.cls.outputs if p.kind is PortKind.EVENTS}
         self.gate = _Gate(aborted) if len(instances) > 1 else None
         self.live_workers = len(instances)
         self.lock = threading.Lock()
@@ -116,7 +121,7 @@ class Executor:
             except VidgraphError as exc:
                 raise NodeError(name, exc) from None
             context = NodeContext(name, device, spec.settings.batch_size, self.stop_requested,
-                                  frozenset(spec.inputs))
+                                  frozenset(spec.inputs), self.metrics)
             try:
                 instances = [spec.cls(spec.params, context) for _ in range(spec.settings.replicas)]
             except Exception as exc:
@@ -128,12 +133,31 @@ class Executor:
             dst = self.runners[conn.dst]
             assert dst.inbox is not None
             settings = dst.spec.settings
+            capacity, policy = self._edge_defaults(conn.src, conn.src_port, dst.spec)
             edge = Edge(dst.inbox, conn.src, conn.src_port, conn.dst, conn.dst_port,
-                        settings.queue_size or DEFAULT_QUEUE_SIZE,
-                        settings.policy or DEFAULT_POLICY)
+                        settings.queue_size or capacity, settings.policy or policy)
             dst.inbox.edges.append(edge)
             dst.metrics.edges.append(edge)
             self.runners[conn.src].outputs[conn.src_port].append(edge)
+
+    def _edge_defaults(self, src: str, port: str, dst: NodeSpec) -> tuple[int, EdgePolicy]:
+        """Capacity and policy of an edge the graph does not configure.
+
+        After a live source, frames drop rather than wait: a slow consumer always gets the
+        newest picture, and latency stays bounded. The capacity is small but lets a
+        batching consumer fill its batches (across streams) and keep its replicas busy.
+        """
+        runner = self.runners[src]
+        source = runner.instances[0]
+        if not (isinstance(source, Source) and source.live):
+            return DEFAULT_QUEUE_SIZE, DEFAULT_POLICY
+        kind = next(p.kind for p in runner.spec.cls.outputs if p.name == port)
+        if kind is PortKind.VIDEO:
+            size = max(LIVE_QUEUE_SIZE, 2 * dst.settings.batch_size, dst.settings.replicas)
+            return size, EdgePolicy.DROP_OLDEST
+        if kind is PortKind.AUDIO:  # small packets; a gap in the sound beats a stalled camera
+            return LIVE_AUDIO_QUEUE_SIZE, EdgePolicy.DROP_OLDEST
+        return LIVE_AUDIO_QUEUE_SIZE, DEFAULT_POLICY
 
     def expected_frames(self) -> int | None:
         """Frames the sources will produce in all, when every source knows (for the ETA)."""
@@ -144,9 +168,11 @@ class Executor:
         return sum(c for c in counts if c is not None)
 
     def video_sinks(self) -> list[str]:
-        """Names of sinks whose first input is video (progress counts their frames)."""
+        """Names of sinks whose first input takes video and is connected (progress counts
+        their frames)."""
         return [n for n, r in self.runners.items()
-                if isinstance(r.instances[0], Sink) and r.spec.cls.inputs[0].kind == "video"]
+                if isinstance(r.instances[0], Sink) and r.spec.cls.inputs[0].kind == "video"
+                and r.spec.cls.inputs[0].name in r.spec.inputs]
 
     # -- control -----------------------------------------------------------------------------
 
@@ -259,6 +285,10 @@ class Executor:
             raise VidgraphError(f"emitted to unknown output port '{port}'")
         if item is EOS:
             runner.ended_ports.add(port)
+        elif port in runner.event_ports and isinstance(item, dict):
+            with runner.lock:
+                events = runner.metrics.events
+                events[str(item.get("event"))] = events.get(str(item.get("event")), 0) + 1
         elif isinstance(item, Frame):
             runner.metrics.frames_out += 1
             if item.captured:

@@ -27,6 +27,7 @@ class NodeMetrics:
     busy_s: float = 0.0
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
     edges: list[Edge] = field(default_factory=list)
+    events: dict[str, int] = field(default_factory=dict)  #: events emitted, by name
 
     def snapshot(self) -> dict[str, Any]:
         """Plain numbers for JSON: counts, busy time, latency percentiles (ms), edges."""
@@ -46,6 +47,7 @@ class NodeMetrics:
             "drops": sum(e.dropped for e in self.edges),
             "queue_depth": sum(len(e.items) for e in self.edges),
             "queue_depth_max": max((e.max_depth for e in self.edges), default=0),
+            "events": dict(self.events),
             "inputs": {e.label: {"policy": str(e.policy), "capacity": e.capacity,
                                  "dropped": e.dropped, "max_depth": e.max_depth}
                        for e in self.edges},

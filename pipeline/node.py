@@ -103,6 +103,7 @@ class NodeContext:
     batch_size: int = 1
     stop_requested: Any = None  # a threading.Event; set on Ctrl+C
     connected: frozenset[str] = frozenset()  #: names of the input ports that are connected
+    metrics: Any = None  #: the graph's :class:`~pipeline.metrics.Metrics` (read-only)
 
     def stopping(self) -> bool:
         """Whether the graph is shutting down (sources should return soon)."""
@@ -168,6 +169,12 @@ class Source(Node):
     def expected_frames(self) -> int | None:
         """How many frames this source will produce, when known (for progress and ETA)."""
         return None
+
+    @property
+    def live(self) -> bool:
+        """True for cameras and streams: the edges after a live source drop the oldest
+        frames instead of blocking it (unless the graph says otherwise)."""
+        return False
 
 
 class Stage(Node):

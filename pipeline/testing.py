@@ -88,7 +88,8 @@ def run_node(plugin: str | type[Stage] | type[Sink], frames: Sequence[Frame],
     """
     cls = (registry or Registry.from_entry_points()).get(plugin) if isinstance(plugin, str) \
         else plugin
-    context = NodeContext(name=cls.name or "node", device=torch.device("cpu"))
+    context = NodeContext(name=cls.name or "node", device=torch.device("cpu"),
+                          connected=frozenset(p.name for p in cls.inputs[:1]))
     node = cls(cls.Params.model_validate(params), context)
     node.open()
     out: list[Any] = []

@@ -76,7 +76,7 @@ def test_valid_graph_builds_in_topological_order() -> None:
      nodes:
        src: {plugin: video_source, url: x.mp4}
        out: {plugin: null_sink, input: src.sound}
-     """, "g.yaml:3:35: node 'out': 'src' has no output 'sound' (outputs: video, audio)"),
+     """, "g.yaml:3:35: node 'out': 'src' has no output 'sound' (outputs: video, audio, events)"),
     ("""\
      nodes:
        src: {plugin: video_source, url: x.mp4}

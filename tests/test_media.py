@@ -278,10 +278,21 @@ def test_rate_limit_halves_the_rate_and_leaves_pts_gaps(clip: Path, tmp_path: Pa
 
 
 def test_url_that_refuses_is_one_line_exit_1(tmp_path: Path) -> None:
-    result = transcode("rtsp://127.0.0.1:9/cam", tmp_path / "o.mp4")
+    # live: false opens once, before the graph starts (a live source would retry).
+    result = transcode("rtsp://127.0.0.1:9/cam", tmp_path / "o.mp4", "--set", "src.live=false")
     assert result.returncode == 1
     assert result.stderr.strip() == ("error: node 'src': cannot open 'rtsp://127.0.0.1:9/cam': "
                                      "Connection refused")
+
+
+def test_live_url_without_retries_gives_up_in_one_line(tmp_path: Path) -> None:
+    result = transcode("rtsp://127.0.0.1:9/cam", tmp_path / "o.mp4", "--set",
+                       "src.max_retries=0")
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error")]
+    assert errors == [
+        "error: node 'src': stream 'src': gave up after no retry: cannot open "
+        "'rtsp://127.0.0.1:9/cam': Connection refused"]
 
 
 def test_url_that_never_answers_times_out(tmp_path: Path) -> None:
@@ -293,8 +304,9 @@ def test_url_that_never_answers_times_out(tmp_path: Path) -> None:
         url = f"http://127.0.0.1:{server.getsockname()[1]}/video.mp4"
         started = time.monotonic()
         result = transcode(url, tmp_path / "o.mp4", "--set", "src.open_timeout=1",
-                           "--set", "src.read_timeout=1")
+                           "--set", "src.read_timeout=1", "--set", "src.max_retries=0")
     assert time.monotonic() - started < 15
     assert result.returncode == 1
-    assert result.stderr.startswith(f"error: node 'src': cannot open '{url}'")
-    assert len(result.stderr.strip().splitlines()) == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error")]
+    assert errors == [f"error: node 'src': stream 'src': gave up after no retry: "
+                      f"cannot open '{url}': no answer in 1 s"]

@@ -10,8 +10,9 @@ from typing import Any
 import torch
 from pydantic import Field
 
+from pipeline.errors import ParameterError
 from pipeline.frame import Frame
-from pipeline.node import Params, Sink
+from pipeline.node import Params, Port, PortKind, Sink
 
 
 class JsonlSinkParams(Params):
@@ -25,6 +26,8 @@ class JsonlSink(Sink):
 
     Each line is flushed as it is written, so another program can follow the file live
     (``tail -f``). ``detections`` is a list of ``{box, score, landmarks, label, label_score}``.
+    Records from an ``events`` port (a source's reconnects, say) are written as they come;
+    connect ``input``, ``events`` or both.
 
     ```yaml
     nodes:
@@ -34,11 +37,17 @@ class JsonlSink(Sink):
     """
 
     name = "jsonl_sink"
-    summary = "one JSON line per frame: detections, labels, timestamps"
+    summary = "one JSON line per frame (detections, labels, timestamps) or per event"
+    inputs = (
+        Port("in", PortKind.VIDEO, optional=True, doc="frames to describe"),
+        Port("events", PortKind.EVENTS, optional=True, doc="event records (SRC.events)"),
+    )
     Params = JsonlSinkParams
     params: JsonlSinkParams
 
     def open(self) -> None:
+        if not self.context.connected:
+            raise ParameterError("connect 'input' (frames), 'events' (SRC.events), or both")
         if self.params.path == "-":
             self.file = sys.stdout
             self.owned = False
@@ -50,6 +59,10 @@ class JsonlSink(Sink):
 
     def write(self, frame: Frame) -> None:
         self.file.write(json.dumps(frame_record(frame)) + "\n")
+        self.file.flush()
+
+    def receive(self, port: str, item: Any) -> None:
+        self.file.write(json.dumps(item) + "\n")
         self.file.flush()
 
     def close(self) -> None:

@@ -52,6 +52,11 @@ class TestSource(Source):
         self.base = (bars[band][None, :, :] * shade[..., None]).to(torch.uint8).contiguous()
         self.side = max(8, min(p.width, p.height) // 6)
 
+    @property
+    def live(self) -> bool:
+        """With ``realtime``, a test pattern behaves like a camera."""
+        return self.params.realtime
+
     def expected_frames(self) -> int | None:
         return round(self.params.duration * self.params.fps) or None
 

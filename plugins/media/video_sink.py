@@ -1,49 +1,75 @@
-"""``video_sink``: encode frames to a video file (H.264 MP4 by default), copying audio."""
+"""``video_sink``: encode frames to a file, HLS or an RTSP server, copying audio."""
 
 from __future__ import annotations
 
 import logging
-from fractions import Fraction
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import av
-import numpy as np
 from pydantic import Field
 
 from pipeline.errors import MediaError, ParameterError
 from pipeline.frame import AudioPacket, Frame
+from pipeline.live import Backoff, redact
 from pipeline.node import Params, Port, PortKind, Sink
 
+from .encoded_output import EncodedOutput, EncoderSettings
+
 log = logging.getLogger("vidgraph")
-#: mpeg4 (and some others) reject time bases with a denominator over 65535.
-_MAX_TB_DEN = 65535
 _FRAGMENTED = "frag_keyframe+empty_moov+default_base_moof"
 
 
 class VideoSinkParams(Params):
     """Parameters of ``video_sink``."""
 
-    path: str = Field(description="output file; the extension picks the container (.mp4, .mkv)")
+    path: str = Field(description="output file (the extension picks the container: .mp4, .mkv, "
+                      ".m3u8 for HLS), or rtsp:// to publish; {stream}: one output per stream")
     codec: str = Field("libx264", description="libx264, libx265, libsvtav1, mpeg4, ...")
     crf: int | None = Field(None, ge=0, le=63, description="constant quality (lower is better)")
     preset: str | None = Field(None, description="encoder speed preset, e.g. veryfast, medium")
     bitrate: str | None = Field(None, description="target bitrate, e.g. 4M (instead of crf)")
     pix_fmt: str = Field("yuv420p", description="pixel format of the encoded video")
-    gop: int | None = Field(None, ge=1, description="frames between keyframes")
+    gop: int | None = Field(None, ge=1, description="frames between keyframes (default: the "
+                            "encoder's; 1 s for RTSP, segment_s for HLS)")
     fps: float | None = Field(None, gt=0, description="frame rate (default: from the input pts)")
     fragmented: bool = Field(False, description="fragmented MP4: playable even if killed")
+    segment_s: float = Field(2.0, gt=0, description="HLS segment length in seconds")
     options: dict[str, str] = Field(default_factory=dict, description="extra encoder options")
+    format_options: dict[str, str] = Field(default_factory=dict, description="extra muxer "
+                                           "options, e.g. {hls_list_size: '6'}")
+    reconnect_delay: float = Field(0.5, gt=0, description="RTSP: first wait before publishing "
+                                   "again after the server went away (s)")
+    reconnect_max_delay: float = Field(10.0, gt=0, description="RTSP: the wait doubles up to this")
+
+
+@dataclass
+class _Target:
+    """One output destination and its connection state."""
+
+    where: str
+    output: EncodedOutput | None = None
+    audio_template: Any = None
+    backoff: Backoff = field(default_factory=Backoff)
+    retry_at: float = 0.0
+    dropped: int = 0
 
 
 class VideoSink(Sink):
     """Encodes frames with FFmpeg and muxes the audio packets from ``audio`` unchanged.
 
-    Timestamps come from the frames' pts (shifted so the file starts at 0), so dropped frames
-    leave gaps and the sound stays in sync. Frames still holding the decoder's picture in
-    ``pix_fmt`` are encoded without any colour conversion. The file is finalized on close,
-    also after an error or Ctrl+C; ``fragmented: true`` keeps it playable even if the process
-    is killed.
+    Timestamps come from the frames' pts (shifted so the output starts at 0), so dropped
+    frames leave gaps and the sound stays in sync. Frames still holding the decoder's picture
+    in ``pix_fmt`` are encoded without any colour conversion. Files are finalized on close,
+    also after an error or Ctrl+C; ``fragmented: true`` keeps an MP4 playable even if the
+    process is killed. A path ending in ``.m3u8`` writes HLS (a playlist plus ``.ts``
+    segments) for browsers. An ``rtsp://`` path publishes to an RTSP server (ANNOUNCE/RECORD
+    over TCP) with low-latency settings (x264 ``zerolatency``, a keyframe every second), and
+    publishes again, with backoff, if the server goes away; frames in between are dropped
+    and counted. ``{stream}`` in the path gives each stream of a multi-camera source its own
+    output.
 
     ```yaml
     nodes:
@@ -53,7 +79,7 @@ class VideoSink(Sink):
     """
 
     name = "video_sink"
-    summary = "encode to a video file (H.264 MP4 by default), audio copied"
+    summary = "encode to a file, HLS or RTSP (H.264 by default), audio copied"
     inputs = (
         Port("in", PortKind.VIDEO, doc="frames to encode"),
         Port("audio", PortKind.AUDIO, optional=True, doc="audio packets to copy (SRC.audio)"),
@@ -70,166 +96,138 @@ class VideoSink(Sink):
                                        "libaom-av1", "h264_nvenc") if c in av.codecs_available)
             raise ParameterError(f"unknown encoder '{p.codec}' (available here include: "
                              f"{', '.join(known)})") from None
-        path = Path(p.path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        options = {"movflags": _FRAGMENTED} if p.fragmented else {}
-        try:
-            self.out = av.open(str(path), "w", options=options)
-        except av.FFmpegError as exc:
-            raise MediaError(f"cannot write '{path}': {exc.strerror or exc}") from exc
-        self.video: Any = None
-        self.audio: Any = None
-        self.audio_pending = "audio" in self.context.connected  # until a packet or its end
-        self.first: Frame | None = None  # held until the second frame gives the frame rate
-        self.pending: list[Any] = []  # packets held until every stream is known
-        self.early_audio: list[AudioPacket] = []  # audio that came before the first frame
-        self.t0: float | None = None  # time of the first frame: the file starts there
-        self.last_pts = -1
-        self.bad_audio = 0
-        self.frames = 0
+        self.publish = p.path.lower().startswith(("rtsp://", "rtsps://"))
+        self.settings = self._settings()
+        self.targets: dict[str, _Target] = {}
+        self.audio_done = "audio" not in self.context.connected
+        self.first_stream: str | None = None
+        if "{stream}" not in p.path and not self.publish:
+            self._connect(self._target(""), time.monotonic())  # a bad path fails right away
 
-    # -- video -------------------------------------------------------------------------------
+    def _settings(self) -> EncoderSettings:
+        p = self.params
+        options = dict(p.options)
+        fmt: str | None = None
+        format_options: dict[str, str] = {}
+        keyframe_s: float | None = None
+        if self.publish:
+            fmt, keyframe_s = "rtsp", 1.0
+            format_options["rtsp_transport"] = "tcp"
+            if p.codec == "libx264":
+                options.setdefault("tune", "zerolatency")
+        elif p.path.lower().endswith(".m3u8"):
+            fmt, keyframe_s = "hls", p.segment_s
+            format_options.update(hls_time=f"{p.segment_s:g}", hls_list_size="0",
+                                  hls_playlist_type="event")
+        elif p.fragmented:
+            format_options["movflags"] = _FRAGMENTED
+        format_options.update(p.format_options)
+        return EncoderSettings(
+            codec=p.codec, pix_fmt=p.pix_fmt, crf=p.crf,
+            preset=p.preset or ("veryfast" if self.publish else None),
+            bitrate=_parse_bitrate(p.bitrate) if p.bitrate else None, gop=p.gop, fps=p.fps,
+            keyframe_s=keyframe_s, options=options, format=fmt, format_options=format_options)
+
+    def _target(self, stream: str) -> _Target:
+        key = stream if "{stream}" in self.params.path else ""
+        target = self.targets.get(key)
+        if target is None:
+            where = self.params.path.replace("{stream}", stream)
+            backoff = Backoff(self.params.reconnect_delay, self.params.reconnect_max_delay)
+            target = self.targets[key] = _Target(where, backoff=backoff)
+        if key == "" and stream:
+            if self.first_stream is None:
+                self.first_stream = stream
+            elif stream != self.first_stream:
+                raise ParameterError(f"frames of streams '{self.first_stream}' and '{stream}' "
+                                     "reach one output: put {stream} in 'path'")
+        return target
+
+    def _connect(self, target: _Target, now: float) -> EncodedOutput | None:
+        """The target's output, opened if needed; None while an RTSP server is away."""
+        if target.output is not None:
+            return target.output
+        if now < target.retry_at:
+            return None
+        if not self.publish:
+            Path(target.where).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            target.output = EncodedOutput(self.context.name, target.where, self.settings,
+                                          not self.audio_done, target.audio_template)
+        except MediaError as exc:
+            if not self.publish:
+                raise
+            self._retry_later(target, now, str(exc))
+            return None
+        if target.backoff.attempts:
+            log.info("node '%s': publishing to %s again (%d frames dropped meanwhile)",
+                     self.context.name, redact(target.where), target.dropped)
+        target.backoff.reset()
+        return target.output
+
+    def _retry_later(self, target: _Target, now: float, reason: str) -> None:
+        if not target.backoff.attempts:
+            log.warning("node '%s': %s; publishing again with backoff", self.context.name,
+                        redact(reason))
+        target.backoff.attempts += 1
+        target.retry_at = now + target.backoff.next_delay()
+
+    def _lost(self, target: _Target, exc: BaseException) -> None:
+        """The RTSP server went away mid-stream."""
+        assert target.output is not None
+        target.output.abandon()
+        target.output = None
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        self._retry_later(target, time.monotonic(),
+                          f"lost the connection to {redact(target.where)} ({reason})")
 
     def write(self, frame: Frame) -> None:
-        if self.video is None:
-            if self.first is None and self.params.fps is None:
-                self.first = frame
-                return
-            self._start_video(self.first or frame, frame)
-            if self.first is not None:
-                self._encode(self.first)
-                self.first = None
-        self._encode(frame)
-
-    def _start_video(self, first: Frame, second: Frame) -> None:
-        p = self.params
-        rate = Fraction(p.fps).limit_denominator(1001) if p.fps else None
-        if rate is None and first.time is not None and second.time is not None:
-            gap = second.time - first.time
-            rate = Fraction(1 / gap).limit_denominator(1001) if gap > 0 else None
-        rate = rate or Fraction(30)
-        tb = first.time_base if first.pts is not None else 1 / rate
-        if tb.denominator > _MAX_TB_DEN:
-            tb = Fraction(1, 60000)
-        self.time_base = tb
-        self.rate = rate
-        self.t0 = first.time or 0.0
-        stream = self.out.add_stream(p.codec, rate=rate)
-        stream.width, stream.height = first.width, first.height
-        stream.pix_fmt = p.pix_fmt
-        stream.time_base = tb
-        stream.codec_context.time_base = tb
-        stream.thread_type = "AUTO"
-        options = dict(p.options)
-        if p.crf is not None:
-            options["crf"] = str(p.crf)
-        if p.preset is not None:
-            options["preset"] = p.preset
-        if p.bitrate is not None:
-            stream.bit_rate = _parse_bitrate(p.bitrate)
-        if p.gop is not None:
-            stream.codec_context.gop_size = p.gop
-        stream.options = options
-        self.video = stream
-        early, self.early_audio = self.early_audio, []
-        if early:
-            self._add_audio(early[0])
-            for item in early:
-                item.packet.stream = self.audio
-            self.pending.extend(item.packet for item in early)
-
-    def _encode(self, frame: Frame) -> None:
-        native = frame.native
-        if (not frame.has_pixels and native is not None
-                and native.format.name == self.params.pix_fmt
-                and (native.width, native.height) == (self.video.width, self.video.height)):
-            vf = native
-            vf.pict_type = av.video.frame.PictureType.NONE  # let the encoder place keyframes
-        else:
-            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame.image.cpu().numpy()),
-                                            format="rgb24")
-        if frame.time is not None:
-            pts = round((frame.time - (self.t0 or 0.0)) / self.time_base)
-        else:
-            pts = round(frame.index / self.rate / self.time_base)
-        pts = max(pts, self.last_pts + 1)  # encoders need strictly increasing pts
-        self.last_pts = pts
-        vf.pts = pts
-        vf.time_base = self.time_base
-        self._mux(self.video.encode(vf))
-        self.frames += 1
-
-    # -- audio -------------------------------------------------------------------------------
+        target = self._target(frame.stream)
+        output = self._connect(target, time.monotonic())
+        if output is None:
+            target.dropped += 1
+            return
+        try:
+            output.write(frame)
+        except (OSError, av.FFmpegError) as exc:
+            if not self.publish:
+                raise
+            self._lost(target, exc)
 
     def receive(self, port: str, item: Any) -> None:
         assert port == "audio" and isinstance(item, AudioPacket)
-        if self.audio is None:
-            if self.video is None:
-                self.early_audio.append(item)  # video goes first in the file: wait for it
-                return
-            if not self.audio_pending:
-                return  # audio that starts after the header was written cannot be added
-            self._add_audio(item)
-        item.packet.stream = self.audio
-        self._mux([item.packet])
-
-    def _add_audio(self, first: AudioPacket) -> None:
-        self.audio = self.out.add_stream_from_template(first.template)
-        self.audio_pending = False
+        target = self._target(item.stream)
+        if target.audio_template is None:
+            target.audio_template = item.template
+        output = target.output
+        if output is None:
+            return  # not started yet (or the RTSP server is away): it starts with video
+        try:
+            output.add_audio(item)
+        except (OSError, av.FFmpegError) as exc:
+            if not self.publish:
+                raise
+            self._lost(target, exc)
 
     def input_ended(self, port: str) -> None:
         if port == "audio":
-            self.audio_pending = False
-            self._mux([])
-
-    # -- muxing ------------------------------------------------------------------------------
-
-    def _mux(self, packets: list[Any]) -> None:
-        self.pending.extend(packets)
-        if self.video is None or self.audio_pending:
-            return
-        for packet in self.pending:
-            if packet.stream is not self.audio:
-                self.out.mux(packet)
-            elif self._shift_audio(packet):
-                self._mux_audio(packet)
-        self.pending.clear()
-
-    def _mux_audio(self, packet: Any) -> None:
-        try:
-            self.out.mux(packet)
-        except av.InvalidDataError as exc:
-            # A damaged packet from the source: drop it, keep the sound that is intact.
-            self.bad_audio += 1
-            if self.bad_audio == 1:
-                log.warning("node '%s': dropping damaged audio packets (%s)", self.context.name,
-                            exc.strerror or exc)
-
-    def _shift_audio(self, packet: Any) -> bool:
-        """Move an audio packet onto the file's timeline; False if it ends before it."""
-        if not self.t0 or packet.pts is None:
-            return True
-        shift = round(self.t0 / packet.time_base)
-        end = packet.pts + (packet.duration or 0)
-        if end <= shift:
-            return False
-        packet.pts -= shift
-        packet.dts = packet.dts - shift if packet.dts is not None else None
-        return True
+            self.audio_done = True
+            for target in self.targets.values():
+                if target.output is not None:
+                    target.output.audio_ended()
 
     def close(self) -> None:
-        try:
-            if self.first is not None:
-                self._start_video(self.first, self.first)
-                self._encode(self.first)
-            self.audio_pending = False
-            if self.video is not None:
-                self._mux(self.video.encode(None))
-            else:
-                log.warning("node '%s': no frames arrived; '%s' holds no video",
-                            self.context.name, self.params.path)
-        finally:
-            self.out.close()
+        errors: list[BaseException] = []
+        for target in self.targets.values():
+            if target.output is None:
+                continue
+            try:
+                target.output.close()
+            except (OSError, av.FFmpegError) as exc:
+                if not self.publish:
+                    errors.append(exc)
+        if errors:
+            raise errors[0]
 
 
 def _parse_bitrate(text: str) -> int:

@@ -1,43 +1,85 @@
-"""``video_source``: decode a video file or stream with FFmpeg (through PyAV)."""
+"""``video_source``: decode video files, cameras and network streams with FFmpeg (PyAV)."""
 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections.abc import Iterator
-from fractions import Fraction
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import av
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from pipeline.errors import MediaError
-from pipeline.frame import AudioPacket, Frame
+from pipeline.frame import Frame
+from pipeline.live import is_live_url
 from pipeline.node import END, Emit, Params, Port, PortKind, Source
+from pipeline.sources_file import SourceEntry
+
+from .stream_reader import ReadOptions, StreamReader, open_container
 
 log = logging.getLogger("vidgraph")
-_NETWORK = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://", "srt://")
+#: how often the node runs the watchdog and notices removed streams
+_TICK_S = 0.2
 
 
 class VideoSourceParams(Params):
     """Parameters of ``video_source``."""
 
-    url: str = Field(description="a file FFmpeg reads, or an rtsp/http(s) URL")
+    url: str | None = Field(None, description="file, rtsp(s)://, http(s):// (MJPEG, HLS), "
+                            "/dev/videoN; may hold {stream} (see streams)")
+    streams: list[str] | None = Field(None, min_length=1, description="names put into "
+                                      "{stream} in url: one stream each")
+    sources: list[SourceEntry] | None = Field(None, description="several streams: a list of "
+                                              "{stream, url}")
+    live: bool | Literal["auto"] = Field("auto", description="reconnect and never end; auto: "
+                                         "true for cameras and network URLs")
+    transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP transport")
+    open_timeout: float = Field(10.0, gt=0, description="seconds to wait for a connection")
+    read_timeout: float = Field(5.0, gt=0, description="seconds a read may stall before "
+                                "reconnecting (live) or failing")
+    reconnect_delay: float = Field(0.5, gt=0, description="first wait before reconnecting (s)")
+    reconnect_max_delay: float = Field(10.0, gt=0, description="the wait doubles up to this")
+    max_retries: int | None = Field(None, ge=0, description="reconnect attempts before giving "
+                                    "up (default: forever)")
+    low_latency: bool = Field(True, description="minimal probing and buffering (live URLs)")
+    format: str | None = Field(None, description="force the input format, e.g. v4l2, mjpeg")
+    options: dict[str, str] = Field(default_factory=dict, description="extra FFmpeg input "
+                                    "options, e.g. {video_size: 1280x720}")
     loop: bool = Field(False, description="start again at the end (pts keep increasing)")
     start: float = Field(0.0, ge=0, description="seconds to skip at the start (seeks)")
     max_frames: int | None = Field(None, ge=1, description="stop after this many frames")
-    open_timeout: float = Field(10.0, gt=0, description="seconds to wait for a network URL")
-    read_timeout: float = Field(10.0, gt=0, description="seconds a network read may stall")
+
+    @model_validator(mode="after")
+    def _one_input(self) -> VideoSourceParams:
+        if (self.url is None) == (self.sources is None):
+            raise ValueError("give either 'url' or 'sources'")
+        if self.streams is not None and (self.url is None or "{stream}" not in self.url):
+            raise ValueError("'streams' needs a 'url' containing {stream}")
+        if self.streams is None and self.url is not None and "{stream}" in self.url:
+            raise ValueError("'url' contains {stream}: list the names in 'streams'")
+        if self.streams is not None and len(set(self.streams)) != len(self.streams):
+            raise ValueError("'streams' names must be unique")
+        return self
 
 
 class VideoSource(Source):
-    """Decodes the first video stream of ``url`` into frames, with the demuxer's pts.
+    """Decodes the first video stream of each input into frames.
 
-    Compressed audio packets of the first audio stream go, undecoded, to the ``audio`` port
-    (connect it to a ``video_sink``'s ``audio`` input to copy the sound). Frames keep the
-    decoder's own picture, so a graph that never reads pixels encodes it without converting
-    to RGB. Damaged data is skipped with a warning: the frames that decode are kept.
+    One node reads one stream (``url``), or many: ``sources`` lists ``{stream, url}``, or
+    ``url`` holds ``{stream}`` and ``streams`` lists the names. Each stream is read on its
+    own thread, so a camera that drops never stalls the others, and frames carry the stream
+    name (a stage with ``batch_size`` batches across streams; a sink path with ``{stream}``
+    writes one file per stream).
+
+    Live inputs (cameras, network URLs; ``live: auto``) reconnect on end of stream, error or
+    a stalled read, waiting ``reconnect_delay`` doubling to ``reconnect_max_delay``; every
+    connect, disconnect and reconnect goes to the ``events`` port and the log (URLs without
+    their passwords). Live frames get a monotonic per-stream timeline (time base 1/90000)
+    and their capture time, and the edges after a live source default to ``drop_oldest``,
+    so a slow stage sees the newest frames. Compressed audio goes, undecoded, to ``audio``
+    (connect it to ``video_sink``'s ``audio`` to copy the sound). Frames keep the decoder's
+    own picture, so a graph that never reads pixels encodes without converting to RGB.
 
     ```yaml
     nodes:
@@ -47,37 +89,75 @@ class VideoSource(Source):
     """
 
     name = "video_source"
-    summary = "decode a video file or stream (FFmpeg); audio packets on 'audio'"
+    summary = "decode files, cameras, RTSP/HTTP streams (FFmpeg); reconnects live inputs"
     outputs = (
         Port("video", PortKind.VIDEO, doc="decoded frames"),
         Port("audio", PortKind.AUDIO, optional=True, doc="compressed audio packets"),
+        Port("events", PortKind.EVENTS, optional=True,
+             doc="connected/disconnected/reconnected/gave_up records"),
     )
     Params = VideoSourceParams
     params: VideoSourceParams
 
+    def __init__(self, params: VideoSourceParams, context: Any) -> None:
+        super().__init__(params, context)
+        self.entries = self._entries(params)
+        self.readers: dict[str, StreamReader] = {}
+        self.queue: queue.Queue[tuple[str, StreamReader, Any]] = queue.Queue()
+        self.following = False  # sources come from a watched file: never end on our own
+        self.changes: queue.Queue[list[SourceEntry]] = queue.Queue()
+        self.files: dict[str, Any] = {}
+
+    def _entries(self, p: VideoSourceParams) -> list[SourceEntry]:
+        if p.sources is not None:
+            return list(p.sources)
+        assert p.url is not None
+        if p.streams is None:  # one stream, named after the node
+            return [SourceEntry.model_construct(stream=self.context.name, url=p.url)]
+        return [SourceEntry(stream=s, url=p.url.replace("{stream}", s)) for s in p.streams]
+
+    @property
+    def live(self) -> bool:
+        """Whether this source reads live inputs (so its edges drop rather than block)."""
+        if isinstance(self.params.live, bool):
+            return self.params.live
+        return any(is_live_url(e.url) for e in self.entries)
+
+    def _options(self, url: str) -> ReadOptions:
+        p = self.params
+        live = p.live if isinstance(p.live, bool) else is_live_url(url)
+        return ReadOptions(
+            live=live, transport=p.transport, open_timeout=p.open_timeout,
+            read_timeout=p.read_timeout, format=p.format, options=dict(p.options),
+            low_latency=p.low_latency, loop=p.loop, start=p.start, max_frames=p.max_frames,
+            backoff_initial=p.reconnect_delay, backoff_max=p.reconnect_max_delay,
+            max_retries=p.max_retries)
+
     def open(self) -> None:
-        url = self.params.url
-        options: dict[str, Any] = {}
-        if url.startswith(_NETWORK):
-            options["timeout"] = (self.params.open_timeout, self.params.read_timeout)
-        elif not Path(url).exists():
-            raise FileNotFoundError(2, "No such file or directory", url)
-        try:
-            self.container = av.open(url, "r", **options)
-        except av.FFmpegError as exc:
-            raise MediaError(f"cannot open '{url}': {exc.strerror or exc}") from exc
-        if not self.container.streams.video:
-            self.container.close()
-            raise MediaError(f"'{url}' has no video stream")
-        self.video = self.container.streams.video[0]
-        self.video.thread_type = "AUTO"  # frame + slice threads: several times faster decode
-        self.audio = self.container.streams.audio[0] if self.container.streams.audio else None
-        self.is_file = not url.startswith(_NETWORK)
+        # Files are opened (and checked) now, so a bad path stops the graph before it starts;
+        # live inputs connect on their threads and retry until they answer.
+        counts: list[int | None] = []
+        for entry in self.entries:
+            if not self._options(entry.url).live:
+                container = open_container(entry.url, self._options(entry.url))
+                self.files[entry.stream] = container
+                counts.append(self._file_frames(container))
+        self.expected = None if self.live or None in counts else sum(
+            c for c in counts if c is not None) or None
+
+    def update_sources(self, entries: list[SourceEntry]) -> None:
+        """Replace the set of streams while running (from ``--sources FILE``): new names
+        start, missing names stop, the others are untouched. Thread-safe."""
+        self.following = True
+        self.changes.put(list(entries))
 
     def expected_frames(self) -> int | None:
+        return self.expected
+
+    def _file_frames(self, container: Any) -> int | None:
         if self.params.loop:
             return self.params.max_frames
-        v = self.video
+        v = container.streams.video[0]
         count = v.frames
         rate = v.average_rate or v.guessed_rate
         if not count and v.duration and rate:
@@ -88,73 +168,76 @@ class VideoSource(Source):
             count = min(count, self.params.max_frames) if count else self.params.max_frames
         return count or None
 
-    def generate(self) -> Iterator[Frame | Emit]:
-        if self.audio is None:
-            yield Emit("audio", END)
-        index = 0
-        offset_s = 0.0  # added to timestamps on each loop, so they keep increasing
-        meta = {"source": Path(self.params.url).name} if self.is_file else {}
-        vtb = Fraction(self.video.time_base)
-        frame_s = float(1 / (self.video.average_rate or 30))
-        while True:
-            end_s = offset_s
-            for item in self._pass(offset_s):
-                if isinstance(item, Emit):
-                    yield item
-                    continue
-                if self.params.max_frames and index >= self.params.max_frames:
-                    return
-                vf, pts = item
-                frame = Frame(pts=pts, time_base=vtb, stream=self.context.name, index=index,
-                              captured=time.monotonic(), meta=meta, native=vf)
-                index += 1
-                if frame.time is not None:
-                    end_s = max(end_s, frame.time + frame_s)
-                yield frame
-            if not self.params.loop or self.context.stopping() or index == 0:
-                return
-            offset_s = end_s
-            self.container.seek(0)
+    def _start(self, entry: SourceEntry) -> None:
+        stop = self.context.stop_requested or threading.Event()
+        reader = StreamReader(self.context.name, entry.stream, entry.url,
+                              self._options(entry.url), self.queue, stop,
+                              container=self.files.pop(entry.stream, None))
+        self.readers[entry.stream] = reader
+        reader.start()
 
-    def _pass(self, offset_s: float) -> Iterator[tuple[Any, int | None] | Emit]:
-        """One pass from ``start``: audio Emits and (decoded picture, pts shifted by
-        ``offset_s``) pairs."""
-        start = self.params.start
-        vtb = self.video.time_base
-        if start:
-            self.container.seek(int(start / vtb), stream=self.video)
-        streams = [s for s in (self.video, self.audio) if s is not None]
-        v_shift = round(offset_s / vtb)
-        errors = 0
-        try:
-            for packet in self.container.demux(*streams):
-                if packet.stream is self.audio:
-                    if packet.dts is None or (
-                            start and packet.pts is not None
-                            and packet.pts * packet.time_base < start):
-                        continue
-                    if offset_s:
-                        shift = round(offset_s / packet.time_base)
-                        packet.pts, packet.dts = packet.pts + shift, packet.dts + shift
-                    yield Emit("audio", AudioPacket(packet, self.audio, self.context.name))
-                    continue
-                try:
-                    decoded = packet.decode()
-                except av.InvalidDataError as exc:
-                    errors += 1
-                    if errors == 1:
-                        log.warning("node '%s': skipping damaged data in '%s' (%s)",
-                                    self.context.name, self.params.url, exc.strerror or exc)
-                    continue
-                for vf in decoded:
-                    if start and vf.time is not None and vf.time < start - 1e-6:
-                        continue
-                    yield vf, (None if vf.pts is None else vf.pts + v_shift)
-        except av.FFmpegError as exc:
-            # A truncated file ends here: keep what was decoded, say what happened.
-            log.warning("node '%s': '%s' ends early: %s", self.context.name, self.params.url,
-                        exc.strerror or exc)
+    def _apply_changes(self) -> None:
+        while True:
+            try:
+                entries = self.changes.get_nowait()
+            except queue.Empty:
+                return
+            wanted = {e.stream: e for e in entries}
+            for name, reader in list(self.readers.items()):
+                if name not in wanted or wanted[name].url != reader.url:
+                    log.info("node '%s': removing stream '%s'", self.context.name, name)
+                    reader.remove()
+                    del self.readers[name]
+            for name, entry in wanted.items():
+                if name not in self.readers:
+                    log.info("node '%s': adding stream '%s'", self.context.name, name)
+                    self._start(entry)
+
+    def generate(self) -> Iterator[Frame | Emit]:
+        # A live camera may or may not send sound: sinks stop waiting for it on their own.
+        if not self.live and not any(f.streams.audio for f in self.files.values()):
+            yield Emit("audio", END)
+        for entry in self.entries:
+            self._start(entry)
+        ticked = time.monotonic()
+        while True:
+            if self.context.stopping():
+                return
+            now = time.monotonic()
+            if now - ticked >= _TICK_S:
+                ticked = now
+                self._apply_changes()
+                for reader in self.readers.values():
+                    reader.check(now)
+            if not self.readers and not self.following:
+                return
+            try:
+                kind, reader, item = self.queue.get(timeout=_TICK_S)
+            except queue.Empty:
+                continue
+            if kind == "frame":
+                reader.taken()
+                yield item
+            elif kind == "audio":
+                yield Emit("audio", item)
+            elif kind == "event":
+                yield Emit("events", item)
+            elif kind == "error":
+                raise item
+            elif kind == "failed":  # a live stream gave up: fatal only if it was the last
+                self.readers.pop(reader.stream, None)
+                if not self.readers and not self.following:
+                    raise item
+                log.error("node '%s': %s", self.context.name, item)
+            elif self.readers.get(reader.stream) is reader:
+                del self.readers[reader.stream]
 
     def close(self) -> None:
-        self.container.close()
+        for reader in self.readers.values():
+            reader.remove()
+        for container in self.files.values():  # opened but never read (the graph failed)
+            container.close()
+        for reader in self.readers.values():
+            if reader.thread is not None:
+                reader.thread.join(timeout=1.0)
 

@@ -1,0 +1,121 @@
+"""Camera lists: the ``{stream, url}`` entries of a multi-stream source, and the file
+``vidgraph run --sources FILE`` watches so cameras can be added and removed while it runs.
+
+The file is a YAML list::
+
+    - {stream: door, url: "rtsp://10.0.0.5/stream1"}
+    - {stream: yard, url: "rtsp://${CAM_USER}:${CAM_PASS}@10.0.0.6/live"}
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .config import expand_env
+from .errors import ParameterError
+
+log = logging.getLogger("vidgraph")
+
+
+class SourceEntry(BaseModel):
+    """One stream of a multi-stream source."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stream: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$",
+                        description="stream name (frames' stream, {stream} in sink paths)")
+    url: str = Field(min_length=1, description="what to read: file, rtsp://, http(s)://, ...")
+
+
+def parse_entries(data: Any, where: str) -> list[SourceEntry]:
+    """Validate a list of ``{stream, url}`` mappings; names must be unique."""
+    if not isinstance(data, list):
+        raise ParameterError(f"{where}: expected a YAML list of {{stream, url}} entries")
+    entries: list[SourceEntry] = []
+    for i, item in enumerate(data):
+        try:
+            entries.append(SourceEntry.model_validate(item))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(p) for p in err["loc"]) or "entry"
+            raise ParameterError(f"{where}: entry {i + 1}: {field}: {err['msg']}") from None
+    names = [e.stream for e in entries]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ParameterError(f"{where}: stream names must be unique ({', '.join(dupes)})")
+    return entries
+
+
+def load_sources(path: str | Path) -> list[SourceEntry]:
+    """Read a sources file (``${ENV}`` expanded); raises ParameterError naming the file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ParameterError(f"{path}: cannot read sources file ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(expand_env(text))
+    except yaml.YAMLError as exc:
+        raise ParameterError(f"{path}: not valid YAML ({exc})") from None
+    return parse_entries([] if data is None else data, str(path))
+
+
+class SourcesWatcher:
+    """Polls a sources file and calls ``apply(entries)`` whenever its content changes.
+
+    A file that becomes invalid is reported once and ignored until it is fixed: the running
+    cameras stay as they are.
+    """
+
+    def __init__(self, path: str | Path, apply: Callable[[list[SourceEntry]], None],
+                 interval_s: float = 0.5) -> None:
+        self.path = Path(path)
+        self.apply = apply
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="sources-watcher", daemon=True)
+        self._seen: tuple[float, int] | None = None
+        self._last: list[SourceEntry] | None = None
+        self._bad: str | None = None
+
+    def start(self) -> None:
+        """Apply the file now, then follow it."""
+        self.poll()
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop following the file."""
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+    def poll(self) -> None:
+        """Check the file once; apply it if it changed and is valid."""
+        try:
+            st = self.path.stat()
+            stamp = (st.st_mtime, st.st_size)
+        except OSError:
+            stamp = None
+        if stamp is not None and stamp == self._seen:
+            return
+        self._seen = stamp
+        try:
+            entries = load_sources(self.path)
+        except ParameterError as exc:
+            if str(exc) != self._bad:
+                log.error("%s (keeping the current sources)", exc)
+            self._bad = str(exc)
+            return
+        self._bad = None
+        if entries != self._last:
+            self._last = entries
+            self.apply(entries)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.poll()

@@ -1,0 +1,456 @@
+"""One input stream of ``video_source``, read on its own thread.
+
+A reader opens its URL, demuxes and decodes, and hands frames, audio packets and events to
+the node through a shared queue. Files are read once (or looped). Live streams reconnect on
+end of stream, on an error and on a stalled read, with exponential backoff, forever unless
+``max_retries`` says otherwise. A stalled read is caught twice over: FFmpeg's own timeout,
+and a watchdog (:meth:`StreamReader.check`, run by the node) that abandons a thread stuck
+inside FFmpeg and starts a fresh connection, so a frozen camera never freezes the graph.
+
+Live timestamps: cameras start with ``pts=None`` and restart their clock on every
+reconnect. Frames of a live stream get a monotonic timeline of their own (time base
+1/90000) that continues across reconnects, with the time the camera was away as a gap, and
+``captured`` is the wall time the frame was shot as far as the stream's clock tells, so a
+frame that waited in a socket buffer shows its real age in the latency figures.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+
+from pipeline.errors import MediaError
+from pipeline.frame import AudioPacket, Frame
+from pipeline.live import Backoff, is_capture_device, is_network_url, redact
+
+log = logging.getLogger("vidgraph")
+LIVE_TIME_BASE = Fraction(1, 90_000)
+#: frames a reader may have queued for the node; beyond that it waits (or, live, the edge
+#: after the node drops): a reader never buffers more than this
+FRAME_SLOTS = 2
+#: extra seconds the watchdog allows beyond the timeout FFmpeg was given
+WATCHDOG_GRACE_S = 1.0
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to open and read a stream (from ``video_source``'s parameters)."""
+
+    live: bool
+    transport: str = "tcp"
+    open_timeout: float = 10.0
+    read_timeout: float = 5.0
+    format: str | None = None
+    options: dict[str, str] = field(default_factory=dict)
+    low_latency: bool = True
+    loop: bool = False
+    start: float = 0.0
+    max_frames: int | None = None
+    backoff_initial: float = 0.5
+    backoff_max: float = 10.0
+    max_retries: int | None = None
+
+
+def open_container(url: str, opts: ReadOptions) -> Any:
+    """``av.open`` for reading with the options a URL of this kind needs.
+
+    Raises MediaError (or FileNotFoundError) with a one-line reason; credentials in ``url``
+    never appear in the message.
+    """
+    kwargs: dict[str, Any] = {}
+    options = {}
+    fmt = opts.format
+    if is_network_url(url):
+        kwargs["timeout"] = (opts.open_timeout, opts.read_timeout)
+        if url.lower().startswith(("rtsp://", "rtsps://")):
+            options["rtsp_transport"] = opts.transport
+            if opts.low_latency:
+                # Default probing waits ~1 s for data the SDP already describes.
+                options.update(probesize="32", analyzeduration="0")
+        if opts.low_latency:
+            options["fflags"] = "nobuffer"
+    elif is_capture_device(url):
+        fmt = fmt or "v4l2"
+        if not Path(url).exists():
+            raise MediaError(f"no capture device '{url}'")
+    elif not Path(url).exists():
+        raise FileNotFoundError(2, "No such file or directory", url)
+    options.update(opts.options)
+    try:
+        container = av.open(url, "r", format=fmt, options=options, **kwargs)
+    except (av.FFmpegError, OSError) as exc:
+        reason = _reason(exc, opts.open_timeout)
+        raise MediaError(f"cannot open '{redact(url)}': {reason}") from None
+    if not container.streams.video:
+        container.close()
+        raise MediaError(f"'{redact(url)}' has no video stream")
+    return container
+
+
+def _reason(exc: BaseException, timeout_s: float) -> str:
+    """Why FFmpeg failed, in words (its interrupt on a timeout says "Immediate exit")."""
+    if isinstance(exc, av.ExitError | av.error.TimeoutError):
+        return f"no answer in {timeout_s:g} s"
+    return redact(getattr(exc, "strerror", None) or type(exc).__name__)
+
+
+class LiveTimeline:
+    """Maps a live stream's own timestamps onto a monotonic timeline and wall-clock capture
+    times, across reconnects."""
+
+    def __init__(self) -> None:
+        self.next_s = 0.0  # where the next frame goes when nothing better is known
+        self.last_s: float | None = None
+        self.last_pts = -1
+        self.frame_s = 1 / 30
+        self.anchor: tuple[float, float] | None = None  # (stream time, timeline time)
+        self.wall: float | None = None  # monotonic clock at timeline 0 (earliest arrival)
+
+    def reconnected(self, gap_s: float) -> None:
+        """A new connection: its clock restarts; the time away becomes a gap."""
+        self.anchor = None
+        self.wall = None
+        if self.last_s is not None:
+            self.next_s = self.last_s + max(self.frame_s, gap_s)
+
+    @property
+    def offset_s(self) -> float | None:
+        """Timeline minus stream time for this connection, once known."""
+        return None if self.anchor is None else self.anchor[1] - self.anchor[0]
+
+    def place(self, t: float | None, now: float) -> tuple[int, float]:
+        """(pts in 1/90000, captured) for a frame with stream time ``t`` arriving at ``now``."""
+        if t is not None and (self.anchor is None or t + self.anchor[1] - self.anchor[0]
+                              < self.next_s - self.frame_s):
+            self.anchor = (t, self.next_s)  # first timed frame, or the clock jumped back
+        out = self.next_s if t is None or self.anchor is None else (
+            self.anchor[1] + t - self.anchor[0])
+        if self.last_s is not None and out > self.last_s:
+            self.frame_s = min(1.0, max(0.001, 0.9 * self.frame_s + 0.1 * (out - self.last_s)))
+        pts = max(round(out / LIVE_TIME_BASE), self.last_pts + 1)
+        out = float(pts * LIVE_TIME_BASE)
+        self.last_pts, self.last_s, self.next_s = pts, out, out + self.frame_s
+        self.wall = now - out if self.wall is None else min(self.wall, now - out)
+        return pts, self.wall + out
+
+
+class StreamReader:
+    """Reads one URL on a thread and puts ``(kind, reader, item)`` on the node's queue.
+
+    Kinds: ``frame`` (a Frame; the node calls :meth:`taken` after taking it), ``audio`` (an
+    AudioPacket), ``event`` (a dict for the ``events`` port), ``error`` (an exception the
+    node raises), ``failed`` (a MediaError: a live stream gave up) and ``end`` (the reader is
+    done).
+    """
+
+    def __init__(self, node: str, stream: str, url: str, opts: ReadOptions,
+                 out: queue.Queue[tuple[str, StreamReader, Any]], stop: threading.Event,
+                 container: Any = None) -> None:
+        self.node = node
+        self.stream = stream
+        self.url = url
+        self.shown_url = redact(url)
+        self.opts = opts
+        self.out = out
+        self.stop = stop  # the graph is stopping
+        self.removed = threading.Event()  # this stream alone is stopping
+        self.container = container  # a file already opened (and checked) by the node
+        self.slots = threading.Semaphore(FRAME_SLOTS)
+        self.timeline = LiveTimeline()
+        self.generation = 0
+        self.lock = threading.Lock()
+        self.index = 0
+        self.audio_template: Any = None
+        self.last_audio_pts: int | None = None
+        # Watchdog state: when the thread last made progress, and the limit for its phase.
+        self.beat = time.monotonic()
+        self.limit_s: float | None = None
+        self.down_since: float | None = None
+        self.attempts = 0  # connection attempts since the stream was last up
+        self.ever_connected = False
+        self.damaged = 0
+        self.ended = False
+        self.thread: threading.Thread | None = None
+
+    # -- control (node thread) ---------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start (or, after a stall, restart) reading on a fresh thread."""
+        self.thread = threading.Thread(target=self._run, args=(self.generation,),
+                                       name=f"read:{self.node}:{self.stream}", daemon=True)
+        self.thread.start()
+
+    def remove(self) -> None:
+        """Stop this stream (its camera was taken out of the sources)."""
+        self.removed.set()
+
+    def taken(self) -> None:
+        """The node took one of this reader's frames."""
+        self.slots.release()
+
+    def check(self, now: float) -> None:
+        """The watchdog: replace a thread that has been stuck inside FFmpeg too long."""
+        limit = self.limit_s
+        if self.ended or limit is None or now - self.beat <= limit + WATCHDOG_GRACE_S:
+            return
+        with self.lock:
+            self.generation += 1
+            self.limit_s = None
+        reason = f"no data for {now - self.beat:.1f} s"
+        self._disconnected(reason)
+        self.start()
+
+    # -- reading (reader thread) -------------------------------------------------------------
+
+    def _current(self, gen: int) -> bool:
+        return gen == self.generation and not self.stop.is_set() and not self.removed.is_set()
+
+    def _run(self, gen: int) -> None:
+        try:
+            if self.opts.live:
+                self._live(gen)
+            else:
+                self._file(gen)
+        except Exception as exc:  # a bug or an unforeseen error: fail the graph, loudly
+            self._put("error", exc, gen)
+        finally:
+            with self.lock:
+                if gen == self.generation:
+                    self.ended = True
+                    self.limit_s = None
+                    self.out.put(("end", self, None))
+
+    def _file(self, gen: int) -> None:
+        container = self.container or open_container(self.url, self.opts)
+        container.streams.video[0].thread_type = "AUTO"  # frame + slice threads: fast decode
+        try:
+            offset_s = 0.0
+            while True:
+                end_s, count = self._file_pass(container, gen, offset_s)
+                if not self.opts.loop or count == 0 or not self._current(gen):
+                    return
+                offset_s = end_s
+                container.seek(0)
+        except MediaError as exc:
+            log.error("node '%s': %s", self.node, exc)
+        finally:
+            container.close()
+
+    def _live(self, gen: int) -> None:
+        opts = self.opts
+        backoff = Backoff(opts.backoff_initial, opts.backoff_max, opts.max_retries)
+        while self._current(gen):
+            self._phase(opts.open_timeout)
+            opened = time.monotonic()
+            self.attempts += 1
+            try:
+                container = open_container(self.url, opts)
+            except (MediaError, FileNotFoundError) as exc:
+                self._phase(None)
+                self._failed_attempt(str(exc), backoff)
+                if not backoff.wait(self.stop) or not self._current(gen):
+                    if backoff.exhausted():
+                        self._gave_up(backoff, str(exc))
+                    return
+                continue
+            try:
+                reason = self._session(container, gen, opened, backoff)
+            finally:
+                self._phase(None)
+                container.close()
+            if not self._current(gen):
+                return
+            self._disconnected(reason)
+            if not backoff.wait(self.stop) or not self._current(gen):
+                if backoff.exhausted():
+                    self._gave_up(backoff, reason)
+                return
+
+    def _phase(self, limit_s: float | None) -> None:
+        self.beat = time.monotonic()
+        self.limit_s = limit_s
+
+    def _session(self, container: Any, gen: int, opened: float, backoff: Backoff) -> str:
+        """Read one connection until it ends; returns why it ended."""
+        video = container.streams.video[0]
+        video.thread_type = "SLICE"  # frame threads would hold frames back: latency
+        audio = container.streams.audio[0] if container.streams.audio else None
+        if audio is not None and self.audio_template is None:
+            self.audio_template = audio
+        self.timeline.reconnected(0.0 if self.down_since is None
+                                  else time.monotonic() - self.down_since)
+        self._phase(self.opts.read_timeout)
+        first = True
+        try:
+            for packet in container.demux(*(s for s in (video, audio) if s is not None)):
+                self.beat = time.monotonic()
+                if not self._current(gen):
+                    return "stopped"
+                if packet.stream is audio:
+                    self._live_audio(packet, gen)
+                    continue
+                for vf in self._decode(packet):
+                    now = time.monotonic()
+                    pts, captured = self.timeline.place(vf.time, now)
+                    if first:
+                        first = False
+                        backoff.reset()
+                        self._connected(now - opened)
+                    if self.opts.max_frames and self.index >= self.opts.max_frames:
+                        self.removed.set()  # done: no reconnect
+                        return "max_frames reached"
+                    self._put_frame(Frame(pts=pts, time_base=LIVE_TIME_BASE, stream=self.stream,
+                                          index=self.index, captured=captured, native=vf), gen)
+        except (av.FFmpegError, OSError) as exc:
+            return _reason(exc, self.opts.read_timeout)
+        return "end of stream"
+
+    def _live_audio(self, packet: Any, gen: int) -> None:
+        offset = self.timeline.offset_s
+        if offset is None or packet.pts is None or self.audio_template is None:
+            return  # before the first video frame of this connection: nothing to sync to
+        tb = packet.time_base
+        pts = round((packet.pts * tb + offset) / tb)
+        if self.last_audio_pts is not None and pts <= self.last_audio_pts:
+            return
+        self.last_audio_pts = pts
+        packet.pts = packet.dts = pts
+        self._put("audio", AudioPacket(packet, self.audio_template, self.stream), gen)
+
+    def _file_pass(self, container: Any, gen: int, offset_s: float) -> tuple[float, int]:
+        """One pass over a file from ``start``; returns (end time, frames produced)."""
+        video = container.streams.video[0]
+        audio = container.streams.audio[0] if container.streams.audio else None
+        start = self.opts.start
+        vtb = Fraction(video.time_base)
+        if start:
+            container.seek(int(start / video.time_base), stream=video)
+        v_shift = round(offset_s / vtb)
+        frame_s = float(1 / (video.average_rate or 30))
+        end_s, count = offset_s, 0
+        meta = {"source": Path(self.url).name}
+        try:
+            for packet in container.demux(*(s for s in (video, audio) if s is not None)):
+                if not self._current(gen):
+                    break
+                if packet.stream is audio:
+                    if packet.dts is None or (start and packet.pts is not None
+                                              and packet.pts * packet.time_base < start):
+                        continue
+                    if offset_s:
+                        shift = round(offset_s / packet.time_base)
+                        packet.pts, packet.dts = packet.pts + shift, packet.dts + shift
+                    self._put("audio", AudioPacket(packet, audio, self.stream), gen)
+                    continue
+                for vf in self._decode(packet):
+                    if start and vf.time is not None and vf.time < start - 1e-6:
+                        continue
+                    if self.opts.max_frames and self.index >= self.opts.max_frames:
+                        return end_s, 0
+                    pts = None if vf.pts is None else vf.pts + v_shift
+                    frame = Frame(pts=pts, time_base=vtb, stream=self.stream, index=self.index,
+                                  captured=time.monotonic(), meta=meta, native=vf)
+                    if frame.time is not None:
+                        end_s = max(end_s, frame.time + frame_s)
+                    count += 1
+                    if not self._put_frame(frame, gen):
+                        break
+        except av.FFmpegError as exc:
+            # A truncated file ends here: keep what was decoded, say what happened.
+            log.warning("node '%s': '%s' ends early: %s", self.node, self.shown_url,
+                        exc.strerror or exc)
+        return end_s, count
+
+    def _decode(self, packet: Any) -> Iterator[Any]:
+        try:
+            yield from packet.decode()
+        except av.InvalidDataError as exc:
+            self.damaged += 1
+            if self.damaged == 1:
+                log.warning("node '%s': skipping damaged data in '%s' (%s)", self.node,
+                            self.shown_url, exc.strerror or exc)
+
+    # -- handing over ------------------------------------------------------------------------
+
+    def _put_frame(self, frame: Frame, gen: int) -> bool:
+        limit, self.limit_s = self.limit_s, None  # waiting for the node is no stall
+        try:
+            while not self.slots.acquire(timeout=0.2):
+                if not self._current(gen):
+                    return False
+        finally:
+            self.beat = time.monotonic()
+            self.limit_s = limit
+        if not self._put("frame", frame, gen):
+            self.slots.release()
+            return False
+        self.index += 1
+        return True
+
+    def _put(self, kind: str, item: Any, gen: int) -> bool:
+        with self.lock:
+            if gen != self.generation:
+                return False
+            self.out.put((kind, self, item))
+            return True
+
+    # -- events ------------------------------------------------------------------------------
+
+    def _event(self, event: str, **fields: Any) -> None:
+        self.out.put(("event", self, {"event": event, "node": self.node, "stream": self.stream,
+                                      "url": self.shown_url, "time": round(time.time(), 3),
+                                      **fields}))
+
+    def _connected(self, first_frame_s: float) -> None:
+        if not self.ever_connected and self.down_since is None:
+            self.ever_connected = True
+            self.attempts = 0
+            self._event("connected", first_frame_s=round(first_frame_s, 3))
+            return
+        self.ever_connected = True
+        down_s = time.monotonic() - (self.down_since or time.monotonic())
+        log.info("node '%s': stream '%s' reconnected after %.1f s (%d attempts)", self.node,
+                 self.stream, down_s, self.attempts)
+        self._event("reconnected", down_s=round(down_s, 3), attempts=self.attempts,
+                    first_frame_s=round(first_frame_s, 3))
+        self.down_since = None
+        self.attempts = 0
+
+    def _disconnected(self, reason: str) -> None:
+        if self.down_since is not None:
+            return
+        self.down_since = time.monotonic()
+        log.warning("node '%s': stream '%s' (%s) disconnected: %s; reconnecting with backoff",
+                    self.node, self.stream, self.shown_url, reason)
+        self._event("disconnected", reason=reason)
+
+    def _failed_attempt(self, reason: str, backoff: Backoff) -> None:
+        if self.opts.max_retries == 0:
+            return  # no retry: the error itself is the message
+        if self.down_since is None:
+            # Never connected yet: say so once, clearly; later failures are debug noise.
+            self.down_since = time.monotonic()
+            log.warning("node '%s': stream '%s': %s; retrying every %.1f s to %.1f s%s",
+                        self.node, self.stream, redact(reason), self.opts.backoff_initial,
+                        self.opts.backoff_max,
+                        "" if self.opts.max_retries is None
+                        else f", {self.opts.max_retries} times at most")
+            self._event("connect_failed", reason=redact(reason))
+        else:
+            log.debug("node '%s': stream '%s': attempt %d: %s (next in %.1f s)", self.node,
+                      self.stream, self.attempts, redact(reason), backoff.next_delay())
+
+    def _gave_up(self, backoff: Backoff, reason: str) -> None:
+        self._event("gave_up", attempts=backoff.attempts, reason=redact(reason))
+        tries = "no retry" if backoff.attempts == 1 else f"{backoff.attempts} attempts"
+        self.out.put(("failed", self, MediaError(
+            f"stream '{self.stream}': gave up after {tries}: {redact(reason)}")))
