@@ -14,14 +14,16 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from . import config
 from .describe import describe, json_schema, plugin_table, to_dot, to_mermaid
-from .errors import GraphError, NodeError, VidgraphError
+from .errors import GraphError, NodeError, ParameterError, VidgraphError
 from .executor import Executor, RunStatus
 from .graph import Graph, build_graph
 from .metrics import Progress
 from .registry import Registry
+from .sources_file import SourcesWatcher, load_sources
 
 log = logging.getLogger("vidgraph")
 
@@ -45,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     run = graph_command("run", "run a graph")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress line, only errors")
     run.add_argument("--stats", metavar="FILE.json", help="write per-node figures as JSON")
+    run.add_argument("--sources", metavar="[NODE=]FILE.yaml",
+                     help="the streams of a multi-stream source, from a YAML list of "
+                          "{stream, url}; edits to the file add and remove them while running")
     graph_command("validate", "check a graph without running it")
     draw = graph_command("draw", "print the graph as Graphviz DOT")
     draw.add_argument("--mermaid", action="store_true", help="print Mermaid instead of DOT")
@@ -85,6 +90,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.allow_python and "" not in sys.path:
         sys.path.insert(0, "")  # so 'python: mymodule:Node' finds modules beside the user
     doc = config.load(args.graph, args.overrides)
+    sources = _sources_target(doc, registry, args.sources) \
+        if getattr(args, "sources", None) else None
     graph = build_graph(doc, registry, allow_python=args.allow_python)
     if args.command == "validate":
         print(f"{args.graph}: ok ({len(graph.nodes)} nodes, {len(graph.connections)} edges)")
@@ -92,15 +99,55 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "draw":
         print(to_mermaid(graph) if args.mermaid else to_dot(graph))
         return 0
-    return _run(graph, args)
+    return _run(graph, args, sources)
 
 
-def _run(graph: Graph, args: argparse.Namespace) -> int:
+def _sources_target(doc: config.Document, registry: Registry,
+                    value: str) -> tuple[str, Path]:
+    """Which node ``--sources [NODE=]FILE`` feeds; its streams are set from the file now."""
+    found = doc.data.get("nodes")
+    nodes: dict[str, Any] = found if isinstance(found, dict) else {}
+    name, sep, file = value.partition("=")
+    if not (sep and name in nodes):
+        name, file = "", value
+
+    def dynamic(body: Any) -> bool:
+        if not isinstance(body, dict) or not isinstance(body.get("plugin"), str):
+            return False
+        try:
+            return hasattr(registry.get(body["plugin"]), "update_sources")
+        except VidgraphError:
+            return False
+
+    if not name:
+        candidates = [n for n, body in nodes.items() if dynamic(body)]
+        if len(candidates) != 1:
+            raise ParameterError(
+                f"--sources: name the node, as --sources NODE={file} (candidates: "
+                f"{', '.join(candidates) or 'none'})")
+        name = candidates[0]
+    elif not dynamic(nodes[name]):
+        raise ParameterError(f"--sources: node '{name}' cannot take a sources file")
+    entries = load_sources(file)
+    body = nodes[name]
+    for key in ("url", "streams"):
+        body.pop(key, None)
+    body["sources"] = [e.model_dump() for e in entries]
+    return name, Path(file)
+
+
+def _run(graph: Graph, args: argparse.Namespace, sources: tuple[str, Path] | None) -> int:
     executor = Executor(graph)
     progress: Progress | None = None
+    watcher: SourcesWatcher | None = None
+    if sources is not None:
+        target = executor.runners[sources[0]].instances[0]
+        watcher = SourcesWatcher(sources[1], target.update_sources)  # type: ignore[attr-defined]
 
     def started() -> None:
         nonlocal progress
+        if watcher is not None:
+            watcher.start()
         if not args.quiet:
             progress = Progress(executor.metrics, executor.video_sinks(),
                                 executor.expected_frames())
@@ -126,6 +173,8 @@ def _run(graph: Graph, args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
+        if watcher is not None:
+            watcher.stop()
         if progress is not None:
             progress.stop()
         for sig, handler in previous.items():

@@ -10,7 +10,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from pipeline.frame import Frame
-from pipeline.node import Params, Sink, Stage
+from pipeline.node import Params, Port, PortKind, Sink, Stage
 
 
 class FailOnParams(Params):
@@ -115,3 +115,28 @@ class HoldLast(Stage):
 
     def close(self) -> None:
         self.closed = True
+
+
+class Arrivals(Sink):
+    """Keeps ``(stream, arrival time, frame)`` for every frame in ``Record.seen[key]``."""
+
+    name = "arrivals"
+    summary = "collects frames with their arrival time"
+    Params = RecordParams
+    params: RecordParams
+
+    def write(self, frame: Frame) -> None:
+        Record.add(self.params.key, (frame.stream, time.monotonic(), frame))
+
+
+class EventLog(Sink):
+    """Keeps every event record from its ``events`` input in ``Record.seen[key]``."""
+
+    name = "event_log"
+    summary = "collects events"
+    inputs = (Port("in", optional=True), Port("events", PortKind.EVENTS))
+    Params = RecordParams
+    params: RecordParams
+
+    def receive(self, port: str, item: object) -> None:
+        Record.add(self.params.key, item)

@@ -1,0 +1,432 @@
+"""Live video against real servers on 127.0.0.1: a GStreamer RTSP camera that gets killed,
+frozen and restarted, ffmpeg receiving what we publish, HLS, and the preview in Chromium."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pipeline import config
+from pipeline.executor import Executor, RunResult
+from pipeline.graph import build_graph
+from pipeline.registry import Registry
+
+from .conftest import ROOT, RUN, ffprobe, stream
+from .helpers import Record
+from .live_servers import Browser, Camera, Receiver, has_gstreamer, need
+
+GSTREAMER = has_gstreamer()
+
+
+@pytest.fixture
+def cameras() -> Iterator[Callable[..., Camera]]:
+    """Start RTSP cameras on demand; all are stopped at the end."""
+    need("GStreamer's RTSP server", GSTREAMER)
+    started: list[Camera] = []
+
+    def start(**kwargs: Any) -> Camera:
+        camera = Camera(**kwargs).start()
+        started.append(camera)
+        return camera
+
+    yield start
+    for camera in started:
+        camera.stop()
+
+
+class Running:
+    """A graph running in this process on a thread (so tests can look at Record)."""
+
+    def __init__(self, graph: dict[str, Any]) -> None:
+        doc = config.loads(yaml.safe_dump(graph), "live.yaml")
+        self.executor = Executor(build_graph(doc, Registry.from_entry_points(),
+                                             allow_python=True))
+        self.result: RunResult | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.result = self.executor.run()
+
+    def stop(self, timeout: float = 10) -> RunResult:
+        self.executor.stop()
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the graph did not stop"
+        assert self.result is not None
+        return self.result
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll ``check`` until it returns something true."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def events(path: Path) -> list[dict[str, Any]]:
+    """The event records written so far."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def event_names(path: Path) -> list[str]:
+    return [e["event"] for e in events(path)]
+
+
+def spawn(graph_file: Path, *args: str) -> subprocess.Popen[str]:
+    """``vidgraph run GRAPH`` as a subprocess (signals go to it alone)."""
+    return subprocess.Popen([*RUN, "run", str(graph_file), *args], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def camera_graph(url: str, tmp_path: Path, **source: Any) -> Path:
+    """camera -> MP4 (with sound) + frames jsonl + events jsonl, as a YAML file."""
+    graph = {"nodes": {
+        "cam": {"plugin": "video_source", "url": url, **source},
+        "out": {"plugin": "video_sink", "input": "cam", "audio": "cam.audio",
+                "path": str(tmp_path / "cam.mp4"), "preset": "ultrafast"},
+        "frames": {"plugin": "jsonl_sink", "input": "cam", "path": str(tmp_path / "f.jsonl")},
+        "log": {"plugin": "jsonl_sink", "events": "cam.events",
+                "path": str(tmp_path / "events.jsonl")},
+    }}
+    path = tmp_path / "graph.yaml"
+    path.write_text(yaml.safe_dump(graph))
+    return path
+
+
+def frame_times(path: Path) -> list[float]:
+    return [json.loads(line)["time"] for line in path.read_text().splitlines()]
+
+
+def interrupt(proc: subprocess.Popen[str], timeout: float = 15) -> tuple[int, str]:
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=timeout)
+    return proc.returncode, err
+
+
+def test_camera_killed_and_restarted_reconnects_and_keeps_writing(cameras, tmp_path: Path):
+    camera = cameras()
+    ev = tmp_path / "events.jsonl"
+    proc = spawn(camera_graph(camera.url, tmp_path, read_timeout=2), "-q")
+    wait_for(lambda: "connected" in event_names(ev), 15, "the first connection")
+    time.sleep(1.5)
+    camera.kill()
+    wait_for(lambda: "disconnected" in event_names(ev), 10, "the disconnect")
+    time.sleep(3)
+    camera.start()  # the same port
+    back = time.monotonic()
+    wait_for(lambda: "reconnected" in event_names(ev), 20, "the reconnect")
+    reconnect_s = time.monotonic() - back
+    time.sleep(1.5)
+    code, err = interrupt(proc)
+    assert code == 130, err
+    assert event_names(ev) == ["connected", "disconnected", "reconnected"]
+    assert reconnect_s < 5  # backoff is at 0.5-2 s here
+    assert err.count("disconnected") == 1 and err.count("reconnected after") == 1
+    times = frame_times(tmp_path / "f.jsonl")
+    assert all(b > a for a, b in itertools.pairwise(times)), "the timeline must not go back"
+    gap = max(b - a for a, b in itertools.pairwise(times))
+    assert gap > 2.5, "the time the camera was away shows as a gap"
+    before = sum(1 for t in times if t < times[0] + 1.0)
+    assert before >= 20 and len(times) - before >= 40
+    info = ffprobe(tmp_path / "cam.mp4")
+    video = stream(info, "video")
+    assert video is not None and int(video["nb_read_frames"]) == len(times)
+    assert stream(info, "audio") is not None
+
+
+def test_frozen_camera_times_out_and_reconnects_after_sigcont(cameras, tmp_path: Path):
+    camera = cameras()
+    ev = tmp_path / "events.jsonl"
+    proc = spawn(camera_graph(camera.url, tmp_path, read_timeout=1), "-q")
+    wait_for(lambda: "connected" in event_names(ev), 15, "the first connection")
+    time.sleep(1)
+    camera.freeze()
+    frozen = time.monotonic()
+    wait_for(lambda: "disconnected" in event_names(ev), 10, "the read timeout")
+    noticed_s = time.monotonic() - frozen
+    time.sleep(1)
+    camera.thaw()
+    wait_for(lambda: "reconnected" in event_names(ev), 20, "the reconnect")
+    time.sleep(1)
+    count = len(frame_times(tmp_path / "f.jsonl"))
+    time.sleep(1)
+    assert len(frame_times(tmp_path / "f.jsonl")) > count + 15, "frames flow again"
+    code, err = interrupt(proc)
+    assert code == 130, err
+    assert noticed_s < 4  # read_timeout 1 s (+ the watchdog's grace)
+    down = next(e for e in events(ev) if e["event"] == "disconnected")
+    assert down["reason"] == "no answer in 1 s"  # FFmpeg's own read timeout
+
+
+def test_watchdog_replaces_a_read_stuck_inside_ffmpeg(cameras, monkeypatch):
+    """Where FFmpeg's timeout does not fire, the watchdog abandons the stuck thread."""
+    import av
+
+    from plugins.media import stream_reader
+
+    def no_ffmpeg_timeout(url: str, opts: stream_reader.ReadOptions) -> Any:
+        return av.open(url, options={"rtsp_transport": "tcp"}, timeout=(5, 60))
+
+    monkeypatch.setattr(stream_reader, "open_container", no_ffmpeg_timeout)
+    camera = cameras(audio=False)
+    key = "watchdog"
+    Record.seen.pop(key, None)
+    running = Running({"nodes": {
+        "cam": {"plugin": "video_source", "url": camera.url, "read_timeout": 1},
+        "out": {"python": "tests.helpers:Arrivals", "input": "cam", "key": key},
+        "log": {"python": "tests.helpers:EventLog", "events": "cam.events", "key": key + "_e"}}})
+    wait_for(lambda: Record.seen.get(key), 15, "frames")
+    camera.freeze()
+    frozen = time.monotonic()
+    wait_for(lambda: len(Record.seen.get(key + "_e", [])) >= 2, 10, "the watchdog")
+    noticed_s = time.monotonic() - frozen
+    camera.thaw()
+    count = len(Record.seen[key])
+    wait_for(lambda: len(Record.seen[key]) > count + 10, 15, "frames after the thaw")
+    running.stop()
+    names = [e["event"] for e in Record.seen[key + "_e"]]
+    assert names[:3] == ["connected", "disconnected", "reconnected"]
+    assert Record.seen[key + "_e"][1]["reason"].startswith("no data for")
+    assert 1.5 < noticed_s < 4  # read_timeout 1 s plus the watchdog's 1 s grace
+
+
+def test_nobody_serving_retries_quietly_and_ctrl_c_exits_fast(tmp_path: Path):
+    from .live_servers import free_port
+
+    url = f"rtsp://admin:hunter2@127.0.0.1:{free_port()}/cam"
+    ev = tmp_path / "events.jsonl"
+    proc = spawn(camera_graph(url, tmp_path), "--stats", str(tmp_path / "stats.json"))
+    wait_for(lambda: "connect_failed" in event_names(ev), 10, "the first failure")
+    time.sleep(2.5)  # several retries (0.5, 1, 2 s)
+    started = time.monotonic()
+    code, err = interrupt(proc)
+    assert time.monotonic() - started < 2
+    assert code == 130
+    warnings = [line for line in err.splitlines() if "retrying" in line]
+    assert warnings == [f"vidgraph: node 'cam': stream 'cam': cannot open "
+                        f"'rtsp://***@{url.split('@')[1]}': Connection refused; "
+                        "retrying every 0.5 s to 10.0 s"]
+    stats = (tmp_path / "stats.json").read_text()
+    for text in (err, ev.read_text(), stats):
+        assert "hunter2" not in text and "admin" not in text
+    assert json.loads(stats)["nodes"]["cam"]["events"] == {"connect_failed": 1}
+
+
+def test_four_cameras_share_a_batched_stage_and_one_dying_stalls_no_other(cameras):
+    cams = [cameras(fps=25, audio=False) for _ in range(4)]
+    key = "four"
+    Record.seen.pop(key, None)
+    running = Running({"nodes": {
+        "cams": {"plugin": "video_source", "read_timeout": 1,
+                 "sources": [{"stream": f"c{i}", "url": c.url} for i, c in enumerate(cams)]},
+        "batch": {"python": "tests.helpers:BatchRecorder", "input": "cams", "key": key + "_b",
+                  "batch_size": 4, "batch_timeout_ms": 20},
+        "out": {"python": "tests.helpers:Arrivals", "input": "batch", "key": key}}})
+    seen = lambda: Record.seen.get(key, [])  # noqa: E731
+    wait_for(lambda: {s for s, _, _ in seen()} == {"c0", "c1", "c2", "c3"}, 15, "all cameras")
+    time.sleep(1)
+    cams[0].kill()
+    killed = time.monotonic()
+    time.sleep(4)
+    result = running.stop()
+    assert result.status == "interrupted"
+    arrivals: dict[str, list[float]] = {}
+    for name, at, _ in seen():
+        arrivals.setdefault(name, []).append(at)
+    for name in ("c1", "c2", "c3"):
+        after = [t for t in arrivals[name] if t > killed]
+        assert len(after) >= 70, f"{name} kept going"
+        worst = max(b - a for a, b in itertools.pairwise([killed, *after]))
+        assert worst < 0.5, f"{name} stalled for {worst:.2f} s after c0 died"
+    assert not [t for t in arrivals["c0"] if t > killed + 0.5]
+    assert max(Record.seen[key + "_b"]) > 1, "frames of several streams share batches"
+
+
+@pytest.mark.parametrize("policy", ["drop_oldest", "block"])
+def test_slow_stage_behind_a_live_camera(cameras, policy: str):
+    camera = cameras(audio=False)
+    key = f"slow_{policy}"
+    Record.seen.pop(key, None)
+    slow: dict[str, Any] = {"plugin": "identity", "input": "cam", "delay_ms": 50}
+    if policy == "block":
+        slow["policy"] = "block"
+    running = Running({"nodes": {
+        "cam": {"plugin": "video_source", "url": camera.url},
+        "slow": slow,
+        "out": {"python": "tests.helpers:Arrivals", "input": "slow", "key": key}}})
+    wait_for(lambda: Record.seen.get(key), 15, "frames")
+    time.sleep(6)
+    result = running.stop()
+    latency = [at - frame.captured for _, at, frame in Record.seen[key]]
+    drops = result.metrics.nodes["slow"].snapshot()["drops"]
+    if policy == "drop_oldest":
+        assert max(latency[10:]) < 0.4
+        assert drops > 50  # a third of the frames go
+    else:
+        assert drops == 0
+        assert latency[-1] > latency[10] + 1.0, "latency grows when nothing may drop"
+
+
+def test_sources_file_adds_and_removes_cameras_while_running(cameras, tmp_path: Path):
+    a, b = cameras(audio=False), cameras(audio=False)
+    sources = tmp_path / "cams.yaml"
+    sources.write_text(yaml.safe_dump([{"stream": "a", "url": a.url}]))
+    graph = tmp_path / "graph.yaml"
+    graph.write_text(yaml.safe_dump({"nodes": {
+        "cams": {"plugin": "video_source", "url": "placeholder.mp4"},
+        "frames": {"plugin": "jsonl_sink", "input": "cams", "path": str(tmp_path / "f.jsonl")},
+        "rec": {"plugin": "video_sink", "input": "cams", "path": str(tmp_path / "{stream}.mp4"),
+                "preset": "ultrafast"}}}))
+    proc = spawn(graph, "--sources", str(sources), "-q")
+    lines = tmp_path / "f.jsonl"
+
+    def streams() -> list[str]:
+        return [json.loads(x)["stream"] for x in lines.read_text().splitlines()] \
+            if lines.exists() else []
+
+    wait_for(lambda: "a" in streams(), 15, "camera a")
+    sources.write_text(yaml.safe_dump([{"stream": "a", "url": a.url},
+                                       {"stream": "b", "url": b.url}]))
+    wait_for(lambda: "b" in streams(), 15, "camera b to be added")
+    sources.write_text(yaml.safe_dump([{"stream": "b", "url": b.url}]))
+    time.sleep(1.5)
+    count_a = streams().count("a")
+    time.sleep(1.5)
+    code, err = interrupt(proc)
+    assert code == 130, err
+    seen = streams()
+    assert seen.count("a") == count_a, "camera a stopped"
+    assert seen[-1] == "b" and seen.count("b") > 60
+    assert "adding stream 'b'" in err and "removing stream 'a'" in err
+    for name in ("a", "b"):
+        video = stream(ffprobe(tmp_path / f"{name}.mp4"), "video")
+        assert video is not None and int(video["nb_read_frames"]) == seen.count(name)
+
+
+def test_rtsp_output_reaches_ffmpeg_with_every_frame(tmp_path: Path):
+    receiver = Receiver(tmp_path / "received.mkv")
+    try:
+        result = subprocess.run(
+            [*RUN, "run", "graphs/demo.yaml", "-q", "--set", "src.duration=2",
+             "--set", f"out.path={receiver.url}", "--set", f"log.path={tmp_path / 'd.jsonl'}"],
+            cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        receiver.wait(15)
+    finally:
+        receiver.kill()
+    video = stream(ffprobe(tmp_path / "received.mkv"), "video")
+    assert video is not None and video["codec_name"] == "h264"
+    assert int(video["nb_read_frames"]) == 60
+    assert (video["width"], video["height"]) == (640, 360)
+
+
+def test_hls_output_plays_in_ffprobe(tmp_path: Path):
+    result = subprocess.run(
+        [*RUN, "run", "graphs/demo.yaml", "-q", "--set", "src.duration=3",
+         "--set", f"out.path={tmp_path / 'hls' / 'live.m3u8'}", "--set", "out.segment_s=1",
+         "--set", f"log.path={tmp_path / 'd.jsonl'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    playlist = (tmp_path / "hls" / "live.m3u8").read_text()
+    assert playlist.startswith("#EXTM3U") and "#EXT-X-ENDLIST" in playlist
+    assert playlist.count(".ts") >= 3
+    info = ffprobe(tmp_path / "hls" / "live.m3u8")
+    video = stream(info, "video")
+    assert video is not None and int(video["nb_read_frames"]) == 90
+    assert float(info["format"]["duration"]) == pytest.approx(3.0, abs=0.2)
+
+
+def test_preview_page_shows_a_moving_picture_and_figures(tmp_path: Path):
+    import shutil
+
+    need("Chromium", shutil.which("chromium") is not None)
+    graph = tmp_path / "preview.yaml"
+    graph.write_text(yaml.safe_dump({"nodes": {
+        "src": {"plugin": "testsrc", "width": 320, "height": 180, "duration": 0,
+                "realtime": True},
+        "view": {"plugin": "preview", "input": "src", "port": 0, "fps": 15}}}))
+    proc = spawn(graph, "-q")
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    assert "preview on http://127.0.0.1:" in line, line
+    url = line.split("preview on ")[1].strip()
+    browser = Browser(url, tmp_path / "profile")
+    try:
+        sample = """new Promise(done => {
+            const img = document.querySelector('img');
+            if (!img || !img.naturalWidth) { done(null); return; }
+            const c = document.createElement('canvas');
+            c.width = img.naturalWidth; c.height = img.naturalHeight;
+            const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+            const d = g.getImageData(0, 0, c.width, c.height).data;
+            let h = 0; for (let i = 0; i < d.length; i += 7) h = (h * 31 + d[i]) >>> 0;
+            done([c.width, c.height, h]);
+        })"""
+        first = wait_for(lambda: browser.evaluate(sample), 15, "the picture")
+        assert first[:2] == [320, 180]
+        time.sleep(0.5)
+        second = browser.evaluate(sample)
+        assert second[2] != first[2], "the picture must move"
+        table = wait_for(lambda: browser.evaluate(
+            "document.querySelector('#nodes tbody').innerText"), 5, "the figures")
+        assert "src" in table and "view" in table
+        time.sleep(1.2)
+        fps = browser.evaluate("[...document.querySelectorAll('#nodes tr[data-node=src] td')]"
+                               ".map(td => td.innerText)[1]")
+        assert 20 < float(fps) < 40  # testsrc runs at 30 fps
+    finally:
+        browser.close()
+        code, err = interrupt(proc)
+    assert code == 130, err
+
+
+def test_http_mjpeg_from_a_preview_is_a_live_input(tmp_path: Path):
+    """video_source reads the preview's MJPEG stream over HTTP (a camera of that kind)."""
+    upstream = spawn_preview(tmp_path)
+    try:
+        url = upstream[1] + "video/src.mjpg"
+        key = "mjpeg"
+        Record.seen.pop(key, None)
+        running = Running({"nodes": {
+            "cam": {"plugin": "video_source", "url": url},
+            "out": {"python": "tests.helpers:Arrivals", "input": "cam", "key": key}}})
+        wait_for(lambda: len(Record.seen.get(key, [])) >= 20, 15, "MJPEG frames")
+        running.stop()
+    finally:
+        interrupt(upstream[0])
+    frames = [f for _, _, f in Record.seen[key]]
+    assert (frames[0].width, frames[0].height) == (320, 180)
+    assert all(b.pts > a.pts for a, b in itertools.pairwise(frames))
+
+
+def spawn_preview(tmp_path: Path) -> tuple[subprocess.Popen[str], str]:
+    """A running graph whose preview serves a test pattern; returns (process, page URL)."""
+    graph = tmp_path / "upstream.yaml"
+    graph.write_text(yaml.safe_dump({"nodes": {
+        "src": {"plugin": "testsrc", "width": 320, "height": 180, "duration": 0,
+                "realtime": True},
+        "view": {"plugin": "preview", "input": "src", "port": 0, "fps": 30}}}))
+    proc = spawn(graph, "-q")
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    assert "preview on " in line, line
+    return proc, line.split("preview on ")[1].strip()
+
