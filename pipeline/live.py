@@ -14,7 +14,7 @@ from dataclasses import dataclass
 #: URL schemes FFmpeg reads over the network; ``live: auto`` treats these as live.
 NETWORK_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://",
                    "srt://")
-_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s]+@")  # to the last @
 
 
 def is_network_url(url: str) -> bool:

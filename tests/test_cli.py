@@ -27,7 +27,7 @@ def test_describe_shows_ports_parameters_and_limits() -> None:
     result = vidgraph("describe", "video_sink")
     assert result.returncode == 0
     text = result.stdout
-    assert text.startswith("video_sink (sink): encode to a video file")
+    assert text.startswith("video_sink (sink): encode to a file, HLS or RTSP")
     assert re.search(r"audio\s+audio \[optional\]", text)
     assert re.search(r"crf\s+int \| None\s+null\s+constant quality.*\(>= 0, <= 63\)", text)
     schema = json.loads(vidgraph("describe", "video_sink", "--json").stdout)

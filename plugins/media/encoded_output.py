@@ -25,7 +25,7 @@ log = logging.getLogger("vidgraph")
 #: mpeg4 (and some others) reject time bases with a denominator over 65535.
 _MAX_TB_DEN = 65535
 #: frames to hold while waiting for a first audio packet before writing without sound
-AUDIO_WAIT_FRAMES = 90
+AUDIO_WAIT_FRAMES = 45
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ class VideoSinkParams(Params):
     bitrate: str | None = Field(None, description="target bitrate, e.g. 4M (instead of crf)")
     pix_fmt: str = Field("yuv420p", description="pixel format of the encoded video")
     gop: int | None = Field(None, ge=1, description="frames between keyframes (default: the "
-                            "encoder's; 1 s for RTSP, segment_s for HLS)")
+                            "encoder's; 1 s for RTSP and fragmented, segment_s for HLS)")
     fps: float | None = Field(None, gt=0, description="frame rate (default: from the input pts)")
     fragmented: bool = Field(False, description="fragmented MP4: playable even if killed")
     segment_s: float = Field(2.0, gt=0, description="HLS segment length in seconds")
@@ -120,7 +120,10 @@ class VideoSink(Sink):
             format_options.update(hls_time=f"{p.segment_s:g}", hls_list_size="0",
                                   hls_playlist_type="event")
         elif p.fragmented:
-            format_options["movflags"] = _FRAGMENTED
+            # A fragment ends at a keyframe: without frequent keyframes "playable at any
+            # moment" would lose the encoder's default 250 frames.
+            format_options.update(movflags=_FRAGMENTED, flush_packets="1")  # each on disk
+            keyframe_s = 1.0
         format_options.update(p.format_options)
         return EncoderSettings(
             codec=p.codec, pix_fmt=p.pix_fmt, crf=p.crf,
