@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,36 +133,37 @@ def _build(node: yaml.Node, path: Path_, doc: Document, loader: yaml.SafeLoader,
 
 
 def _substitute(value: str, pos: Position, problems: list[Problem], env: Any) -> Any:
-    def repl(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        if name in env:
-            return str(env[name])
-        if default is not None:
-            return default
+    def missing(name: str) -> str:
         problems.append(Problem(pos.file, pos.line, pos.col,
                                 f"environment variable '{name}' is not set "
                                 f"(set it, or write ${{{name}:-default}})"))
         return ""
 
-    result = _ENV.sub(repl, value)
+    result = _expand(value, env, missing)
     # A value that is exactly one substitution takes the type YAML gives it ("8" -> 8).
     return yaml.safe_load(result) if _ENV.fullmatch(value) and result else result
 
 
-def expand_env(text: str, env: Any = None) -> str:
-    """``text`` with ``${ENV}`` and ``${ENV:-default}`` replaced; raises ParameterError for an
-    unset variable without a default."""
-    env = os.environ if env is None else env
+def _expand(text: str, env: Any, missing: Callable[[str], str]) -> str:
+    """``${ENV}`` and ``${ENV:-default}`` replaced; ``missing(name)`` for unset ones."""
 
     def repl(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
         if name in env:
             return str(env[name])
-        if default is not None:
-            return default
-        raise ParameterError(f"environment variable '{name}' is not set")
+        return default if default is not None else missing(name)
 
     return _ENV.sub(repl, text)
+
+
+def expand_env(text: str, env: Any = None) -> str:
+    """``text`` with ``${ENV}`` and ``${ENV:-default}`` replaced; raises ParameterError for an
+    unset variable without a default."""
+
+    def missing(name: str) -> str:
+        raise ParameterError(f"environment variable '{name}' is not set")
+
+    return _expand(text, os.environ if env is None else env, missing)
 
 
 def _apply_override(doc: Document, text: str, n: int, problems: list[Problem]) -> None:

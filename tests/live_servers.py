@@ -129,8 +129,8 @@ class Camera:
 class Receiver:
     """Debian's ffmpeg listening for an RTSP publisher and copying what it gets to a file."""
 
-    def __init__(self, output: Path) -> None:
-        self.port = free_port()
+    def __init__(self, output: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.output = output
         self.url = f"rtsp://127.0.0.1:{self.port}/live"
         self.proc = subprocess.Popen(

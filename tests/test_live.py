@@ -121,11 +121,18 @@ def interrupt(proc: subprocess.Popen[str], timeout: float = 15) -> tuple[int, st
     return proc.returncode, err
 
 
+def record_camera(camera: Camera, tmp_path: Path,
+                  read_timeout: float) -> tuple[subprocess.Popen[str], Path]:
+    """Start recording ``camera`` (see camera_graph); returns once it is connected."""
+    ev = tmp_path / "events.jsonl"
+    proc = spawn(camera_graph(camera.url, tmp_path, read_timeout=read_timeout), "-q")
+    wait_for(lambda: "connected" in event_names(ev), 15, "the first connection")
+    return proc, ev
+
+
 def test_camera_killed_and_restarted_reconnects_and_keeps_writing(cameras, tmp_path: Path):
     camera = cameras()
-    ev = tmp_path / "events.jsonl"
-    proc = spawn(camera_graph(camera.url, tmp_path, read_timeout=2), "-q")
-    wait_for(lambda: "connected" in event_names(ev), 15, "the first connection")
+    proc, ev = record_camera(camera, tmp_path, read_timeout=2)
     time.sleep(1.5)
     camera.kill()
     wait_for(lambda: "disconnected" in event_names(ev), 10, "the disconnect")
@@ -154,9 +161,7 @@ def test_camera_killed_and_restarted_reconnects_and_keeps_writing(cameras, tmp_p
 
 def test_frozen_camera_times_out_and_reconnects_after_sigcont(cameras, tmp_path: Path):
     camera = cameras()
-    ev = tmp_path / "events.jsonl"
-    proc = spawn(camera_graph(camera.url, tmp_path, read_timeout=1), "-q")
-    wait_for(lambda: "connected" in event_names(ev), 15, "the first connection")
+    proc, ev = record_camera(camera, tmp_path, read_timeout=1)
     time.sleep(1)
     camera.freeze()
     frozen = time.monotonic()
@@ -228,6 +233,21 @@ def test_nobody_serving_retries_quietly_and_ctrl_c_exits_fast(tmp_path: Path):
     for text in (err, ev.read_text(), stats):
         assert "hunter2" not in text and "admin" not in text
     assert json.loads(stats)["nodes"]["cam"]["events"] == {"connect_failed": 1}
+
+
+def test_udp_transport_and_credentials_in_the_url(cameras):
+    camera = cameras(audio=False)
+    key = "udp"
+    Record.seen.pop(key, None)
+    url = camera.url.replace("rtsp://", "rtsp://viewer:pa55@")  # the server ignores them
+    running = Running({"nodes": {
+        "cam": {"plugin": "video_source", "url": url, "transport": "udp"},
+        "out": {"python": "tests.helpers:Arrivals", "input": "cam", "key": key}}})
+    wait_for(lambda: len(Record.seen.get(key, [])) >= 30, 15, "frames over UDP")
+    result = running.stop()
+    frames = [f for _, _, f in Record.seen[key]]
+    assert (frames[0].width, frames[0].height) == (320, 240)
+    assert result.metrics.nodes["cam"].events == {"connected": 1}
 
 
 def test_four_cameras_share_a_batched_stage_and_one_dying_stalls_no_other(cameras):
@@ -340,6 +360,35 @@ def test_rtsp_output_reaches_ffmpeg_with_every_frame(tmp_path: Path):
     assert (video["width"], video["height"]) == (640, 360)
 
 
+def test_rtsp_output_publishes_again_when_the_receiver_comes_back(tmp_path: Path):
+    first = Receiver(tmp_path / "first.mkv")
+    graph = tmp_path / "publish.yaml"
+    graph.write_text(yaml.safe_dump({"nodes": {
+        "src": {"plugin": "testsrc", "width": 320, "height": 240, "duration": 0,
+                "realtime": True},
+        "out": {"plugin": "video_sink", "input": "src", "path": first.url,
+                "reconnect_delay": 0.2, "reconnect_max_delay": 0.5}}}))
+    proc = spawn(graph, "-q")
+    second = None
+    try:
+        time.sleep(2)
+        first.kill()  # the server goes away mid-stream
+        time.sleep(1)
+        second = Receiver(tmp_path / "second.mkv", port=first.port)
+        time.sleep(3)
+        code, err = interrupt(proc)
+        second.wait(15)
+    finally:
+        for receiver in (first, second):
+            if receiver is not None:
+                receiver.kill()
+    assert code == 130, err
+    assert "lost the connection to rtsp://127.0.0.1" in err
+    assert "publishing to rtsp://127.0.0.1" in err and "again" in err
+    video = stream(ffprobe(tmp_path / "second.mkv"), "video")
+    assert video is not None and int(video["nb_read_frames"]) >= 45  # ~2-3 s at 30 fps
+
+
 def test_hls_output_plays_in_ffprobe(tmp_path: Path):
     result = subprocess.run(
         [*RUN, "run", "graphs/demo.yaml", "-q", "--set", "src.duration=3",
@@ -360,16 +409,8 @@ def test_preview_page_shows_a_moving_picture_and_figures(tmp_path: Path):
     import shutil
 
     need("Chromium", shutil.which("chromium") is not None)
-    graph = tmp_path / "preview.yaml"
-    graph.write_text(yaml.safe_dump({"nodes": {
-        "src": {"plugin": "testsrc", "width": 320, "height": 180, "duration": 0,
-                "realtime": True},
-        "view": {"plugin": "preview", "input": "src", "port": 0, "fps": 15}}}))
-    proc = spawn(graph, "-q")
-    assert proc.stderr is not None
-    line = proc.stderr.readline()
-    assert "preview on http://127.0.0.1:" in line, line
-    url = line.split("preview on ")[1].strip()
+    proc, url = spawn_preview(tmp_path, fps=15)
+    assert url.startswith("http://127.0.0.1:")
     browser = Browser(url, tmp_path / "profile")
     try:
         sample = """new Promise(done => {
@@ -419,13 +460,13 @@ def test_http_mjpeg_from_a_preview_is_a_live_input(tmp_path: Path):
     assert all(b.pts > a.pts for a, b in itertools.pairwise(frames))
 
 
-def spawn_preview(tmp_path: Path) -> tuple[subprocess.Popen[str], str]:
+def spawn_preview(tmp_path: Path, fps: float = 30) -> tuple[subprocess.Popen[str], str]:
     """A running graph whose preview serves a test pattern; returns (process, page URL)."""
     graph = tmp_path / "upstream.yaml"
     graph.write_text(yaml.safe_dump({"nodes": {
         "src": {"plugin": "testsrc", "width": 320, "height": 180, "duration": 0,
                 "realtime": True},
-        "view": {"plugin": "preview", "input": "src", "port": 0, "fps": 30}}}))
+        "view": {"plugin": "preview", "input": "src", "port": 0, "fps": fps}}}))
     proc = spawn(graph, "-q")
     assert proc.stderr is not None
     line = proc.stderr.readline()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -190,12 +191,7 @@ class VideoSink(Sink):
         if output is None:
             target.dropped += 1
             return
-        try:
-            output.write(frame)
-        except (OSError, av.FFmpegError) as exc:
-            if not self.publish:
-                raise
-            self._lost(target, exc)
+        self._guarded(target, output.write, frame)
 
     def receive(self, port: str, item: Any) -> None:
         assert port == "audio" and isinstance(item, AudioPacket)
@@ -205,8 +201,12 @@ class VideoSink(Sink):
         output = target.output
         if output is None:
             return  # not started yet (or the RTSP server is away): it starts with video
+        self._guarded(target, output.add_audio, item)
+
+    def _guarded(self, target: _Target, action: Callable[[Any], None], item: Any) -> None:
+        """Run ``action(item)``; when publishing, a lost server means retry, not failure."""
         try:
-            output.add_audio(item)
+            action(item)
         except (OSError, av.FFmpegError) as exc:
             if not self.publish:
                 raise
