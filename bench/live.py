@@ -163,7 +163,8 @@ def memory(minutes: float, warmup_s: float = 60.0) -> dict[str, Any]:
             c.stop()
     steady = [(t, m) for t, m in samples if t >= warmup_s] or samples
     slope = statistics.linear_regression([t for t, _ in steady], [m for _, m in steady]).slope
-    return {"minutes": minutes, "samples": len(samples),
+    return {"minutes": minutes, "warmup_s": warmup_s,
+            "samples_s_mb": [(round(t, 1), round(m, 2)) for t, m in samples],
             "rss_mb_first": round(steady[0][1], 1), "rss_mb_last": round(steady[-1][1], 1),
             "rss_mb_max": round(max(m for _, m in steady), 1),
             "slope_mb_per_hour": round(slope * 3600, 2)}
@@ -174,15 +175,21 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20, help="per latency run")
     parser.add_argument("--trials", type=int, default=5, help="server restarts")
     parser.add_argument("--minutes", type=float, default=10, help="memory run (0 skips)")
+    parser.add_argument("--only", choices=("latency", "connect", "memory"), action="append",
+                        help="run only these parts (repeatable)")
     parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "live.json"))
     args = parser.parse_args()
-    report: dict[str, Any] = {"latency": latency(args.seconds)}
-    print(json.dumps(report["latency"], indent=2), flush=True)
-    report["connect"] = reconnects(args.trials)
-    print(json.dumps(report["connect"], indent=2), flush=True)
-    if args.minutes > 0:
+    parts = args.only or ["latency", "connect", "memory"]
+    report: dict[str, Any] = {}
+    if "latency" in parts:
+        report["latency"] = latency(args.seconds)
+    if "connect" in parts:
+        report["connect"] = reconnects(args.trials)
+    if "memory" in parts and args.minutes > 0:
         report["memory"] = memory(args.minutes)
-        print(json.dumps(report["memory"], indent=2), flush=True)
+    for part, figures in report.items():
+        shown = {k: v for k, v in figures.items() if k != "samples_s_mb"}
+        print(part, json.dumps(shown, indent=2), flush=True)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     return 0
