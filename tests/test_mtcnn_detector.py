@@ -1,0 +1,127 @@
+"""The MTCNN cascade on real faces: scikit-image's astronaut, and composites of her at other
+sizes, positions and small rotations; pictures without faces; batches against single frames."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from plugins.mtcnn.detector import Detector, batched_nms, box_iou
+
+#: her face in skimage's 512x512 astronaut, labelled by hand (brows to chin, ear to ear)
+FACE = (182.0, 62.0, 268.0, 174.0)
+
+
+@pytest.fixture(scope="module")
+def detector() -> Detector:
+    return Detector(torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    from skimage import data
+
+    return data.astronaut()
+
+
+def iou(a, b) -> float:
+    return float(box_iou(torch.tensor([a], dtype=torch.float32),
+                         torch.tensor([b], dtype=torch.float32))[0, 0])
+
+
+def composite(photo: np.ndarray, scale: float, angle: float, centre: tuple[float, float],
+              size: tuple[int, int] = (480, 640)) -> tuple[np.ndarray, tuple[float, ...]]:
+    """The photo scaled, rotated about her face and placed with the face at ``centre`` on
+    a plain grey canvas; returns the picture and where the face box went."""
+    fx, fy = (FACE[0] + FACE[2]) / 2, (FACE[1] + FACE[3]) / 2
+    m = cv2.getRotationMatrix2D((fx, fy), angle, scale)
+    m[:, 2] += np.array(centre) - np.array([fx, fy])
+    canvas = cv2.warpAffine(photo, m, (size[1], size[0]), borderValue=(128, 128, 128))
+    half_w, half_h = (FACE[2] - FACE[0]) / 2 * scale, (FACE[3] - FACE[1]) / 2 * scale
+    return canvas, (centre[0] - half_w, centre[1] - half_h, centre[0] + half_w,
+                    centre[1] + half_h)
+
+
+def detect(detector: Detector, *images: np.ndarray):
+    return detector.detect(torch.from_numpy(np.stack(images)))
+
+
+def test_finds_her_face_and_landmarks_in_order(detector, astronaut) -> None:
+    (dets,) = detect(detector, astronaut)
+    assert len(dets) == 1
+    assert iou(dets.boxes[0].tolist(), FACE) > 0.7
+    assert dets.scores[0] > 0.99
+    (lx, ly), (rx, ry), (nx, ny), (mlx, mly), (mrx, mry) = dets.landmarks[0].tolist()
+    x1, y1, x2, y2 = dets.boxes[0].tolist()
+    assert all(x1 < x < x2 and y1 < y < y2 for x, y in dets.landmarks[0].tolist())
+    assert lx < nx < rx and mlx < nx < mrx  # left and right as seen in the picture
+    assert max(ly, ry) < ny < min(mly, mry)  # eyes above nose above mouth
+
+
+@pytest.mark.parametrize(("scale", "angle", "centre"), [
+    (1.0, 0, (320, 240)), (0.5, 8, (100, 90)), (2.0, -10, (400, 260)), (0.3, 0, (560, 400)),
+])
+def test_composites_at_other_sizes_positions_and_angles(detector, astronaut, scale, angle,
+                                                        centre) -> None:
+    picture, face = composite(astronaut, scale, angle, centre)
+    (dets,) = detect(detector, picture)
+    best = max((iou(b, face) for b in dets.boxes.tolist()), default=0.0)
+    assert best > 0.6 if angle else best > 0.7
+    assert len(dets) == 1
+
+
+def test_faces_as_small_as_min_face(detector, astronaut) -> None:
+    scale = 22 / (FACE[2] - FACE[0])  # a 22 px wide face
+    picture, face = composite(astronaut, scale, 0, (200, 200))
+    (dets,) = detect(detector, picture)
+    assert any(iou(b, face) > 0.5 for b in dets.boxes.tolist())
+
+
+def test_pictures_without_faces(detector) -> None:
+    from skimage import data
+
+    coffee = data.coffee()
+    yy, xx = np.mgrid[0:360, 0:640]
+    bars = np.stack([(xx * 3) % 256, (yy * 2) % 256, (xx + yy) % 256], -1).astype(np.uint8)
+    assert len(detect(detector, coffee)[0]) == 0
+    assert len(detect(detector, bars)[0]) == 0
+
+
+def test_a_batch_gives_what_single_frames_give(detector, astronaut) -> None:
+    pictures = [composite(astronaut, s, a, c)[0] for s, a, c in
+                ((1.0, 0, (320, 240)), (0.5, 5, (150, 120)), (0.7, 0, (480, 300)))]
+    pictures.append(np.full_like(pictures[0], 90))
+    together = detect(detector, *pictures)
+    for picture, batched in zip(pictures, together, strict=True):
+        (alone,) = detect(detector, picture)
+        assert len(alone) == len(batched)
+        torch.testing.assert_close(alone.boxes, batched.boxes, atol=1e-3, rtol=0)
+        torch.testing.assert_close(alone.landmarks, batched.landmarks, atol=1e-3, rtol=0)
+
+
+def greedy_nms(boxes: list, scores: list, threshold: float) -> list[int]:
+    order = sorted(range(len(boxes)), key=lambda i: -scores[i])
+    kept: list[int] = []
+    for i in order:
+        if all(iou(boxes[i], boxes[j]) <= threshold for j in kept):
+            kept.append(i)
+    return kept
+
+
+def test_batched_nms_is_greedy_nms_within_each_group() -> None:
+    rng = np.random.default_rng(1)
+    xy = rng.uniform(0, 100, (200, 2))
+    wh = rng.uniform(5, 40, (200, 2))
+    boxes = torch.tensor(np.concatenate([xy, xy + wh], 1), dtype=torch.float32)
+    scores = torch.tensor(rng.uniform(0, 1, 200), dtype=torch.float32)
+    groups = torch.tensor(rng.integers(0, 3, 200))
+    kept = set(batched_nms(boxes, scores, groups, 0.4).tolist())
+    expected: set[int] = set()
+    for g in range(3):
+        members = [i for i in range(200) if groups[i] == g]
+        picked = greedy_nms([boxes[i].tolist() for i in members],
+                            [float(scores[i]) for i in members], 0.4)
+        expected |= {members[i] for i in picked}
+    assert kept == expected
