@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
+from pipeline.batching import group_by_size
 from pipeline.frame import Frame
 from pipeline.node import Params, Stage
 
@@ -63,7 +64,7 @@ class Resize(Stage):
 
     def process_batch(self, frames: list[Frame]) -> list[Frame]:
         out: list[Frame | None] = [None] * len(frames)
-        groups: dict[tuple[int, int], list[int]] = {}
+        rest: list[int] = []
         for i, frame in enumerate(frames):
             size = self.size_for(frame.width, frame.height)
             if size == (frame.width, frame.height):
@@ -73,8 +74,9 @@ class Resize(Stage):
                                                interpolation=_SWSCALE[self.params.interpolation])
                 out[i] = frame.replace(native=native)
             else:
-                groups.setdefault((frame.height, frame.width), []).append(i)
-        for indices in groups.values():
+                rest.append(i)
+        for group in group_by_size([frames[i] for i in rest]).values():
+            indices = [rest[j] for j in group]
             batch = torch.stack([frames[i].to(self.device).image for i in indices])
             w, h = self.size_for(batch.shape[2], batch.shape[1])
             scaled = scale(batch, w, h, self.params.interpolation)

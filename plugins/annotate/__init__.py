@@ -1,0 +1,1 @@
+"""Nodes that change the picture from what other nodes found: overlays, blurring."""

@@ -1,0 +1,89 @@
+"""``mtcnn``: find faces (boxes, scores, five landmarks) in frames, batched."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from pipeline.batching import group_by_size
+from pipeline.frame import Detections, Frame
+from pipeline.node import Params, Stage
+
+from .detector import Detector
+
+
+class MtcnnParams(Params):
+    """Parameters of ``mtcnn``."""
+
+    min_face: float = Field(20.0, ge=8, description="smallest face to look for, in pixels "
+                            "(of the picture detection runs on, see max_side)")
+    thresholds: tuple[float, float, float] = Field(
+        (0.6, 0.7, 0.7), description="face probability each net (P, R, O) must exceed")
+    scale_factor: float = Field(0.709, gt=0.1, lt=0.95, description="pyramid step")
+    max_side: int | None = Field(None, ge=48, description="detect on a copy scaled so its "
+                                 "longer side is at most this (boxes mapped back)")
+    every: int = Field(1, ge=1, description="detect every N frames of a stream; the frames "
+                       "between keep the last result")
+    half: bool = Field(False, description="fp16 on CUDA")
+
+
+class Mtcnn(Stage):
+    """Detects faces with MTCNN (Zhang et al. 2016) and puts ``Detections`` on each frame:
+    boxes, scores and landmarks (left eye, right eye, nose, mouth corners). Frames of all
+    streams in a batch (``batch_size``) go through the cascade together. The weights are
+    the original ones, read from the ``mtcnn`` package.
+
+    ```yaml
+    nodes:
+      src: {plugin: testsrc, width: 320, height: 180, duration: 0.2}
+      faces: {plugin: mtcnn, input: src, batch_size: 4}
+      out: {plugin: jsonl_sink, input: faces, path: out/doc_faces.jsonl}
+    ```
+    """
+
+    name = "mtcnn"
+    summary = "find faces: boxes, scores, five landmarks (MTCNN, batched)"
+    Params = MtcnnParams
+    params: MtcnnParams
+
+    def open(self) -> None:
+        p = self.params
+        self.detector = Detector(self.device, min_face=p.min_face, thresholds=p.thresholds,
+                                 scale_factor=p.scale_factor, half=p.half)
+        self.last: dict[str, tuple[int, Detections]] = {}  # stream -> (index, detections)
+
+    def process(self, frame: Frame) -> Frame:
+        return self.process_batch([frame])[0]
+
+    def process_batch(self, frames: list[Frame]) -> list[Frame]:
+        found: dict[int, Detections] = {}
+        todo: list[int] = []
+        for i, frame in enumerate(frames):
+            last = self.last.get(frame.stream)
+            if last is not None and frame.index - last[0] < self.params.every:
+                found[i] = last[1]
+            else:
+                todo.append(i)
+        for group in group_by_size([frames[i] for i in todo]).values():
+            indices = [todo[j] for j in group]
+            images = torch.stack([frames[i].image for i in indices])
+            for i, dets in zip(indices, self._detect(images), strict=True):
+                found[i] = dets
+                self.last[frames[i].stream] = (frames[i].index, dets)
+        return [f.with_meta(detections=found[i]) for i, f in enumerate(frames)]
+
+    def _detect(self, images: torch.Tensor) -> list[Detections]:
+        side = self.params.max_side
+        height, width = images.shape[1:3]
+        factor = 1.0 if side is None else min(1.0, side / max(height, width))
+        if factor < 1.0:
+            size = (max(1, round(height * factor)), max(1, round(width * factor)))
+            images = F.interpolate(images.permute(0, 3, 1, 2).float(), size=size,
+                                   mode="bilinear", antialias=True, align_corners=False)
+            images = images.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+        results = self.detector.detect(images.contiguous())
+        if factor == 1.0:
+            return results
+        return [Detections(d.boxes / factor, d.scores, None if d.landmarks is None
+                           else d.landmarks / factor) for d in results]

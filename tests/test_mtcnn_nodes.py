@@ -1,0 +1,108 @@
+"""The ``mtcnn`` and ``draw`` nodes on real faces."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from pipeline.frame import Frame
+from pipeline.testing import run_node
+
+from .conftest import ffprobe, stream, vidgraph
+from .test_mtcnn_detector import FACE, composite, iou
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    from skimage import data
+
+    return data.astronaut()
+
+
+def frame(image: np.ndarray, index: int = 0, stream_name: str = "cam") -> Frame:
+    return Frame.from_image(torch.from_numpy(np.ascontiguousarray(image)), pts=index,
+                            time_base=Fraction(1, 30), stream=stream_name, index=index)
+
+
+def test_mtcnn_node_puts_detections_on_frames(astronaut) -> None:
+    (out,) = run_node("mtcnn", [frame(astronaut)])
+    dets = out.detections
+    assert dets is not None and len(dets) == 1
+    assert iou(dets.boxes[0].tolist(), FACE) > 0.7
+    assert dets.landmarks is not None and dets.landmarks.shape == (1, 5, 2)
+
+
+def test_every_n_frames_reuses_the_last_result_per_stream(astronaut) -> None:
+    frames = [frame(astronaut, i, "a") for i in range(4)] + [frame(astronaut, 0, "b")]
+    out = run_node("mtcnn", frames, every=3)
+    a0, a1, a2, a3, b0 = (f.detections for f in out)
+    assert a1 is a0 and a2 is a0  # held between detections
+    assert a3 is not a0 and b0 is not a0  # detected again; another stream has its own
+    assert all(d is not None and len(d) == 1 for d in (a3, b0))
+
+
+def test_max_side_maps_boxes_back_to_the_full_picture(astronaut) -> None:
+    big, face = composite(astronaut, 2.0, 0, (700, 500), size=(1080, 1440))
+    (out,) = run_node("mtcnn", [frame(big)], max_side=480)
+    dets = out.detections
+    assert dets is not None and len(dets) == 1
+    assert iou(dets.boxes[0].tolist(), face) > 0.7
+
+
+def test_a_batch_of_two_sizes_from_two_streams(astronaut) -> None:
+    small, face_small = composite(astronaut, 0.6, 0, (200, 150), size=(360, 640))
+    large, face_large = composite(astronaut, 1.2, 0, (500, 400), size=(720, 1280))
+    from pipeline.registry import Registry
+
+    cls = Registry.from_entry_points().get("mtcnn")
+    node = cls(cls.Params(), _context())
+    node.open()
+    out = node.process_batch([frame(small, 0, "s"), frame(large, 0, "l"),
+                              frame(small, 1, "s")])
+    for f, face in zip(out, (face_small, face_large, face_small), strict=True):
+        assert f.detections is not None and iou(f.detections.boxes[0].tolist(), face) > 0.7
+
+
+def _context():
+    from pipeline.node import NodeContext
+
+    return NodeContext("faces", torch.device("cpu"), batch_size=4)
+
+
+def test_draw_marks_the_box_and_leaves_frames_without_detections_alone(astronaut) -> None:
+    (found,) = run_node("mtcnn", [frame(astronaut)])
+    (drawn,) = run_node("draw", [found], color=(255, 0, 255))
+    image = drawn.image.numpy()
+    x1, y1, _, y2 = (round(v) for v in found.detections.boxes[0].tolist())
+    edge = image[(y1 + y2) // 2, x1 - 1:x1 + 2]  # the left side of the box
+    assert any((px == [255, 0, 255]).all() for px in edge)
+    assert (image[400:500, 400:500] == astronaut[400:500, 400:500]).all()  # far from it
+    plain = frame(np.zeros((64, 64, 3), np.uint8))
+    assert run_node("draw", [plain])[0] is plain
+
+
+def test_draw_scales_with_the_picture(astronaut) -> None:
+    big = cv2.resize(astronaut, (2048, 2048))
+    (found,) = run_node("mtcnn", [frame(big)], max_side=512)
+    (drawn,) = run_node("draw", [found], color=(255, 0, 255), scores=False)
+    box = found.detections.boxes[0]
+    row = drawn.image.numpy()[round(float(box[1] + box[3]) / 2)]
+    magenta = (row == [255, 0, 255]).all(-1).nonzero()[0]
+    assert len(magenta) >= 8  # two sides, several pixels thick at 2K
+
+
+def test_demo_finds_the_face_in_every_frame(tmp_path: Path) -> None:
+    out, log = tmp_path / "demo.mp4", tmp_path / "demo.jsonl"
+    result = vidgraph("run", "graphs/demo.yaml", "-q", "--set", "src.duration=1",
+                      "--set", f"out.path={out}", "--set", f"log.path={log}")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(records) == 30 and all(len(r["detections"]) == 1 for r in records)
+    assert all(len(r["detections"][0]["landmarks"]) == 5 for r in records)
+    assert int(stream(ffprobe(out), "video")["nb_read_frames"]) == 30
