@@ -25,7 +25,8 @@ class Detections:
     """Boxes found in one frame.
 
     ``boxes``: float ``[K, 4]`` x1, y1, x2, y2 in pixels; ``scores``: ``[K]``;
-    ``landmarks``: ``[K, 5, 2]`` (x, y) or None; ``labels``/``label_scores``: one per box or None.
+    ``landmarks``: ``[K, 5, 2]`` (x, y) or None; ``labels``/``label_scores``: one per box or None;
+    ``crops``: ``uint8 [K, S, S, C]`` aligned face chips (see ``face_crops``) or None.
     """
 
     boxes: torch.Tensor
@@ -33,6 +34,7 @@ class Detections:
     landmarks: torch.Tensor | None = None
     labels: tuple[str, ...] | None = None
     label_scores: torch.Tensor | None = None
+    crops: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         k = self.boxes.shape[0]
@@ -43,6 +45,8 @@ class Detections:
             raise ValueError(f"Detections: landmarks must be [{k}, 5, 2]")
         if self.labels is not None and len(self.labels) != k:
             raise ValueError(f"Detections: {len(self.labels)} labels for {k} boxes")
+        if self.crops is not None and (self.crops.ndim != 4 or self.crops.shape[0] != k):
+            raise ValueError(f"Detections: crops must be [{k}, S, S, C]")
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
@@ -59,6 +63,7 @@ class Detections:
             landmarks=move(self.landmarks),
             labels=self.labels,
             label_scores=move(self.label_scores),
+            crops=move(self.crops),
         )
 
     def to_json(self) -> list[dict[str, Any]]:
