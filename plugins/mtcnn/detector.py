@@ -146,24 +146,23 @@ class Detector:
         key = (height, width)
         if key not in self._scales:
             self._scales[key] = pyramid_scales(height, width, self.min_face, self.scale_factor)
-        all_boxes, all_scores, all_groups = [], [], []
-        for k, scale in enumerate(self._scales[key]):
+        all_boxes, all_scores, all_owners = [], [], []
+        for scale in self._scales[key]:
             size = (math.ceil(height * scale), math.ceil(width * scale))
             reg, prob = self.pnet(F.interpolate(x, size=size, mode="area"))
             hit = prob[:, 1] > self.thresholds[0]
             img, ys, xs = hit.nonzero(as_tuple=True)
             origin = torch.stack([xs, ys, xs, ys], 1).to(x.dtype) * 2
             window = origin + torch.tensor([1, 1, 12, 12], device=x.device, dtype=x.dtype)
-            found = window / scale
-            offsets = reg[img, :, ys, xs]
-            all_boxes.append(torch.cat([found, offsets], 1))
-            all_scores.append(prob[img, 1, ys, xs])
-            all_groups.append(img * 1000 + k)
+            found = torch.cat([window / scale, reg[img, :, ys, xs]], 1)
+            scores = prob[img, 1, ys, xs]
+            keep = batched_nms(found[:, :4], scores, img, 0.5)  # within the scale, per frame
+            all_boxes.append(found[keep])
+            all_scores.append(scores[keep])
+            all_owners.append(img[keep])
         cand = torch.cat(all_boxes)
         scores = torch.cat(all_scores)
-        groups = torch.cat(all_groups)
-        keep = batched_nms(cand[:, :4], scores, groups, 0.5)  # within each scale
-        cand, scores, owner = cand[keep], scores[keep], groups[keep] // 1000
+        owner = torch.cat(all_owners)
         keep = batched_nms(cand[:, :4], scores, owner, 0.7)  # across scales
         cand, scores, owner = cand[keep], scores[keep], owner[keep]
         return square(regress(cand[:, :4], cand[:, 4:])), scores, owner

@@ -1,0 +1,124 @@
+"""MTCNN speed: frames per second by frame size and batch size, with where the time goes.
+
+Frames are real: the astronaut portrait (one face) placed on frames of each size, and a
+"crowd" of 12 copies of her at several sizes on a 1080p frame. Prints a table and writes
+bench/results/mtcnn.json.
+
+    python bench/mtcnn.py [--device cuda] [--seconds 3] [--batches 1 8 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[0] = str(ROOT)  # not bench/: this file would shadow the mtcnn package
+
+from plugins.mtcnn.detector import Detector  # noqa: E402
+
+SIZES = {"640x480": (480, 640), "1280x720": (720, 1280), "1920x1080": (1080, 1920)}
+
+
+def portrait() -> np.ndarray:
+    image = cv2.imread(str(ROOT / "plugins" / "media" / "data" / "astronaut.jpg"))
+    return np.ascontiguousarray(image[:, :, ::-1])
+
+
+def one_face(size: tuple[int, int]) -> np.ndarray:
+    h, w = size
+    canvas = np.full((h, w, 3), 118, np.uint8)
+    side = min(h, 512)
+    photo = cv2.resize(portrait(), (side, side))
+    canvas[(h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side] = photo
+    return canvas
+
+
+def crowd() -> np.ndarray:
+    canvas = np.full((1080, 1920, 3), 118, np.uint8)
+    photo = portrait()
+    for k in range(12):
+        side = (160, 240, 320)[k % 3]
+        y, x = (k // 6) * 540 + 20, (k % 6) * 320
+        canvas[y:y + side, x:x + side] = cv2.resize(photo, (side, side))
+    return canvas
+
+
+def timed(detector: Detector, totals: dict[str, float]) -> None:
+    """Wrap the cascade's steps to add up their time (synchronising on CUDA)."""
+    for step in ("_propose", "_refine", "_output"):
+        inner: Callable[..., Any] = getattr(detector, step)
+
+        def wrapper(*args: Any, _inner: Callable[..., Any] = inner, _step: str = step) -> Any:
+            if detector.device.type == "cuda":
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+            result = _inner(*args)
+            if detector.device.type == "cuda":
+                torch.cuda.synchronize()
+            totals[_step] += time.perf_counter() - started
+            return result
+
+        setattr(detector, step, wrapper)
+
+
+def measure(detector: Detector, frame: np.ndarray, batch: int, seconds: float,
+            totals: dict[str, float]) -> dict[str, Any]:
+    images = torch.from_numpy(np.stack([frame] * batch)).to(detector.device)
+    faces = len(detector.detect(images)[0])  # warm-up (and the result)
+    totals.clear()
+    runs = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds or runs == 0:
+        detector.detect(images)
+        runs += 1
+    elapsed = time.perf_counter() - started
+    share = {k.strip("_"): round(v / elapsed, 3) for k, v in totals.items()}
+    return {"fps": round(runs * batch / elapsed, 1), "faces_per_frame": faces,
+            "time_share": share}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--half", action="store_true", help="fp16 (CUDA)")
+    parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "mtcnn.json"))
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    detector = Detector(device, half=args.half)
+    totals: dict[str, float] = defaultdict(float)
+    timed(detector, totals)
+    frames = {name: one_face(size) for name, size in SIZES.items()}
+    frames["1920x1080 crowd"] = crowd()
+    rows = []
+    for name, frame in frames.items():
+        for batch in args.batches:
+            result = measure(detector, frame, batch, args.seconds, totals)
+            rows.append({"frames": name, "batch": batch, **result})
+            print(f"{name:16} batch {batch:3}: {result['fps']:8.1f} fps  "
+                  f"{result['faces_per_frame']} faces  {result['time_share']}", flush=True)
+    report = {"device": str(device), "half": args.half, "torch_threads":
+              torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
+              "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+              "settings": {"min_face": 20, "thresholds": [0.6, 0.7, 0.7],
+                           "scale_factor": 0.709}, "rows": rows}
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
