@@ -4,7 +4,15 @@ Frames are real: the astronaut portrait (one face) placed on frames of each size
 "crowd" of 12 copies of her at several sizes on a 1080p frame. Prints a table and writes
 bench/results/mtcnn.json.
 
-    python bench/mtcnn.py [--device cuda] [--seconds 3] [--batches 1 8 32]
+    python bench/mtcnn.py [--device cuda] [--seconds 3] [--batches 1 8 32] [--reference]
+
+``--reference`` measures facenet-pytorch's MTCNN side by side, in the same run on the same
+frames, and checks that both find the same faces (count, and IoU of matched boxes). It is
+not a dependency of ours; it pins old torch releases, so put it in a separate venv:
+
+    python -m venv /tmp/ref && /tmp/ref/bin/pip install torch==2.14.1 torchvision==0.29.1
+    /tmp/ref/bin/pip install --no-deps facenet-pytorch && /tmp/ref/bin/pip install requests -e .
+    /tmp/ref/bin/python bench/mtcnn.py --reference --batches 1
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[0] = str(ROOT)  # not bench/: this file would shadow the mtcnn package
 
-from plugins.mtcnn.detector import Detector  # noqa: E402
+from plugins.mtcnn.detector import Detector, box_iou  # noqa: E402
 
 SIZES = {"640x480": (480, 640), "1280x720": (720, 1280), "1920x1080": (1080, 1920)}
 
@@ -73,20 +81,41 @@ def timed(detector: Detector, totals: dict[str, float]) -> None:
         setattr(detector, step, wrapper)
 
 
-def measure(detector: Detector, frame: np.ndarray, batch: int, seconds: float,
-            totals: dict[str, float]) -> dict[str, Any]:
-    images = torch.from_numpy(np.stack([frame] * batch)).to(detector.device)
-    faces = len(detector.detect(images)[0])  # warm-up (and the result)
-    totals.clear()
+def rate(run: Callable[[], Any], frames: int, seconds: float) -> float:
+    """Frames per second of ``run`` (which handles ``frames`` frames), after a warm-up."""
+    run()
     runs = 0
     started = time.perf_counter()
     while time.perf_counter() - started < seconds or runs == 0:
-        detector.detect(images)
+        run()
         runs += 1
+    return round(runs * frames / (time.perf_counter() - started), 1)
+
+
+def measure(detector: Detector, frame: np.ndarray, batch: int, seconds: float,
+            totals: dict[str, float]) -> dict[str, Any]:
+    images = torch.from_numpy(np.stack([frame] * batch)).to(detector.device)
+    faces = len(detector.detect(images)[0])
+    totals.clear()
+    started = time.perf_counter()
+    fps = rate(lambda: detector.detect(images), batch, seconds)
     elapsed = time.perf_counter() - started
     share = {k.strip("_"): round(v / elapsed, 3) for k, v in totals.items()}
-    return {"fps": round(runs * batch / elapsed, 1), "faces_per_frame": faces,
-            "time_share": share}
+    return {"fps": fps, "faces_per_frame": faces, "time_share": share}
+
+
+def versus_reference(detector: Detector, reference: Any, frame: np.ndarray, batch: int,
+                     seconds: float) -> dict[str, Any]:
+    """facenet-pytorch on the same frames: its fps, and whether it finds the same faces."""
+    ours = detector.detect(torch.from_numpy(frame[None]).to(detector.device))[0].boxes.cpu()
+    found, _ = reference.detect(frame)
+    theirs = torch.tensor(np.asarray(found if found is not None else np.zeros((0, 4)),
+                                     dtype=np.float32))
+    iou = box_iou(ours, theirs).amax(1) if len(ours) and len(theirs) else torch.zeros(0)
+    stack = np.stack([frame] * batch)
+    return {"reference_fps": rate(lambda: reference.detect(stack), batch, seconds),
+            "reference_faces": len(theirs), "same_faces": len(ours) == len(theirs),
+            "min_iou": round(float(iou.min()), 3) if len(iou) else None}
 
 
 def main() -> int:
@@ -95,24 +124,38 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--half", action="store_true", help="fp16 (CUDA)")
+    parser.add_argument("--reference", action="store_true",
+                        help="measure facenet-pytorch's MTCNN side by side")
     parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "mtcnn.json"))
     args = parser.parse_args()
     device = torch.device(args.device)
     detector = Detector(device, half=args.half)
     totals: dict[str, float] = defaultdict(float)
     timed(detector, totals)
+    reference = None
+    if args.reference:
+        from facenet_pytorch import MTCNN
+
+        reference = MTCNN(keep_all=True, device=device, post_process=False)
     frames = {name: one_face(size) for name, size in SIZES.items()}
     frames["1920x1080 crowd"] = crowd()
     rows = []
     for name, frame in frames.items():
         for batch in args.batches:
             result = measure(detector, frame, batch, args.seconds, totals)
+            line = (f"{name:16} batch {batch:3}: {result['fps']:8.1f} fps  "
+                    f"{result['faces_per_frame']} faces  {result['time_share']}")
+            if reference is not None:
+                result |= versus_reference(detector, reference, frame, batch, args.seconds)
+                line += (f"  | facenet-pytorch {result['reference_fps']:.1f} fps "
+                         f"(x{result['fps'] / result['reference_fps']:.2f}), same faces: "
+                         f"{result['same_faces']}, min IoU {result['min_iou']}")
             rows.append({"frames": name, "batch": batch, **result})
-            print(f"{name:16} batch {batch:3}: {result['fps']:8.1f} fps  "
-                  f"{result['faces_per_frame']} faces  {result['time_share']}", flush=True)
+            print(line, flush=True)
     report = {"device": str(device), "half": args.half, "torch_threads":
               torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
               "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+              "torch": torch.__version__,
               "settings": {"min_face": 20, "thresholds": [0.6, 0.7, 0.7],
                            "scale_factor": 0.709}, "rows": rows}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

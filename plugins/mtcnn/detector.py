@@ -1,14 +1,14 @@
 """The MTCNN cascade on batches of frames, in PyTorch on whatever device the frames are on.
 
-P-Net runs over an image pyramid (one call per scale for the whole batch) and proposes
-windows; R-Net and O-Net refine them on 24x24 and 48x48 crops cut for all faces of a frame
-in one resampling call. Boxes of every frame and scale go through one NMS call per step,
-kept apart by offsetting each group's coordinates (so they can never overlap).
+P-Net runs over an image pyramid and proposes windows; R-Net and O-Net refine them on 24x24
+and 48x48 crops, cut for all faces of all frames together (see :func:`crops`).
+Boxes of every frame go through one NMS call per step, kept apart by offsetting each
+frame's coordinates (so they can never overlap). The pixel conventions (whole-pixel crops,
+sizes counting both edge pixels) are the original MTCNN's, so results match the reference
+implementations.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -16,9 +16,6 @@ import torch.nn.functional as F
 from pipeline.frame import Detections
 
 from .model import ONet, PNet, RNet, load_nets
-
-#: value of a black pixel after MTCNN's normalisation: what crops see outside the image
-_BLACK = -127.5 / 128
 
 
 def pyramid_scales(height: int, width: int, min_face: float, factor: float) -> list[float]:
@@ -76,44 +73,76 @@ def square(boxes: torch.Tensor) -> torch.Tensor:
     return torch.stack([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], 1)
 
 
-def regress(boxes: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    """Apply the nets' box regression (offsets relative to width and height)."""
-    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+def regress(boxes: torch.Tensor, offsets: torch.Tensor, *, inclusive: bool) -> torch.Tensor:
+    """Apply the nets' box regression, offsets relative to width and height; ``inclusive``:
+    sizes count both edge pixels (x2 - x1 + 1), the convention R-Net and O-Net were
+    trained with (P-Net's boxes use x2 - x1)."""
+    extra = 1.0 if inclusive else 0.0
+    w, h = boxes[:, 2] - boxes[:, 0] + extra, boxes[:, 3] - boxes[:, 1] + extra
     return boxes + offsets * torch.stack([w, h, w, h], 1)
 
 
-def crops(images: torch.Tensor, boxes: torch.Tensor, owner: torch.Tensor,
-          size: int) -> torch.Tensor:
-    """``size`` x ``size`` bilinear crops of ``boxes`` (pixels) from normalised ``images``
-    (N, 3, H, W); ``owner`` says whose box each is. One grid_sample call per frame."""
-    n, _, height, width = images.shape
-    out = images.new_empty((len(boxes), 3, size, size))
-    steps = (torch.arange(size, device=images.device, dtype=images.dtype) + 0.5) / size
-    for i in range(n):
-        mine = (owner == i).nonzero().flatten()
-        if mine.numel() == 0:
-            continue
-        b = boxes[mine]
-        xs = b[:, 0:1] + steps[None] * (b[:, 2:3] - b[:, 0:1])  # (K, size) pixel coords
-        ys = b[:, 1:2] + steps[None] * (b[:, 3:4] - b[:, 1:2])
-        gx = (xs / width) * 2 - 1
-        gy = (ys / height) * 2 - 1
-        grid = torch.stack([gx[:, None, :].expand(-1, size, -1),
-                            gy[:, :, None].expand(-1, -1, size)], -1)  # (K, size, size, 2)
-        tall = grid.reshape(1, -1, size, 2)  # every crop stacked: one call
-        cut = F.grid_sample(images[i:i + 1] - _BLACK, tall, mode="bilinear",
-                            padding_mode="zeros", align_corners=False) + _BLACK
-        out[mine] = cut.reshape(3, len(mine), size, size).transpose(0, 1)
-    return out
+def crops(images: torch.Tensor, boxes: torch.Tensor, owner: torch.Tensor, size: int,
+          *, most: int | None = None) -> torch.Tensor:
+    """``size`` x ``size`` crops of ``boxes`` from uint8 ``images`` (N, H, W, C), normalised
+    for the nets: (K, C, size, size).
+
+    The reference implementations' crop: each box cut at whole pixels (from trunc(x1) - 1
+    up to trunc(x2)) and area-resized with the bins of adaptive average pooling, black
+    outside the frame. Every bin is the mean of its pixels, read as ``m`` x ``m`` samples,
+    ``m`` the power of two that fits the box's widest bin; with ``most``, ``m`` stops there
+    and wider bins are averaged over evenly spread pixels, which bounds the cost of the
+    hundreds of (mostly big, mostly wrong) boxes P-Net proposes. One gather per ``m`` for
+    all boxes of all frames with that ``m``.
+    """
+    height, width, channels = images.shape[1:]
+    out = torch.empty((len(boxes), channels, size, size), device=images.device)
+    if len(boxes) == 0:
+        return out
+    corner = boxes[:, :2].trunc() - 1  # (K, 2): x0, y0
+    extent = (boxes[:, 2:4].trunc() - corner).clamp(min=1)  # (K, 2): width, height
+    i = torch.arange(size + 1, device=boxes.device, dtype=boxes.dtype)
+    # bin i spans [floor(i * n / size), ceil((i + 1) * n / size)): overlapping by design
+    starts = corner[:, :, None] + (i[:-1] * extent[:, :, None] / size).floor()  # (K, 2, S)
+    lengths = corner[:, :, None] + (i[1:] * extent[:, :, None] / size).ceil() - starts
+    samples = torch.exp2(torch.log2(lengths.amax((1, 2))).ceil()).long()
+    if most is not None:
+        samples = samples.clamp(max=most)
+    padded = F.pad(images, (0, 0, 0, 1, 0, 1))  # a zero pixel past each row and column
+    table = padded.reshape(-1, channels)
+    limit = torch.tensor([width, height], device=boxes.device)[None, :, None, None]
+    for m in samples.unique().tolist():
+        mine = (samples == m).nonzero().flatten()
+        first, length = starts[mine, :, :, None], lengths[mine, :, :, None]
+        step = torch.arange(m, device=boxes.device, dtype=boxes.dtype)
+        spread = (step + 0.5) * length / m  # only where a bin is wider than m
+        at = (first + torch.where(length > m, spread, step).floor()).long()  # (k, 2, S, m)
+        # samples outside the frame or past their bin's end read the zero pixel
+        outside = (at < 0) | (at >= limit) | (step >= length)
+        at = torch.where(outside, limit, at).flatten(2)  # (k, 2, S * m)
+        rows = (owner[mine, None] * (height + 1) + at[:, 1]) * (width + 1)
+        index = (rows[:, :, None] + at[:, 0, None, :]).flatten()
+        values = table.index_select(0, index).reshape(len(mine), size * m, size * m, channels)
+        total = F.avg_pool2d(values.permute(0, 3, 1, 2).float(), m) * (m * m)
+        counts = lengths[mine].clamp(max=m)  # pixels read per bin along x and y
+        out[mine] = total / (counts[:, 1, :, None] * counts[:, 0, None, :])[:, None]
+    return (out - 127.5) / 128
 
 
 class Detector:
-    """MTCNN on batches of same-size frames: ``detect(images)`` for uint8 (N, H, W, 3) RGB."""
+    """MTCNN on batches of same-size frames: ``detect(images)`` for uint8 (N, H, W, 3) RGB.
+
+    On a GPU the whole batch goes through each step together. On the CPU the cascade runs
+    frame by frame: batched pyramid levels only thrash the cache there, and NMS over the
+    boxes of many frames grows with the square of their number (``per_frame`` overrides
+    the choice). Network inputs are channels-last, which doubles the speed of the CPU
+    convolutions.
+    """
 
     def __init__(self, device: torch.device, *, min_face: float = 20.0,
                  thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
                  scale_factor: float = 0.709, nets: tuple[PNet, RNet, ONet] | None = None,
-                 half: bool = False) -> None:
+                 half: bool = False, per_frame: bool | None = None) -> None:
         self.device = device
         self.min_face = min_face
         self.thresholds = thresholds
@@ -123,6 +152,11 @@ class Detector:
         self.pnet = pnet.to(device, self.dtype)
         self.rnet = rnet.to(device, self.dtype)
         self.onet = onet.to(device, self.dtype)
+        for net in (self.pnet, self.rnet, self.onet):
+            # torch takes memory_format here; its type stubs do not know it
+            net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.most = 8  # R-Net's crops: see crops()
+        self.chunk = 1 if (device.type == "cpu" if per_frame is None else per_frame) else None
         self._scales: dict[tuple[int, int], list[float]] = {}
 
     @torch.inference_mode()
@@ -130,65 +164,82 @@ class Detector:
         """Faces in each of ``images`` (uint8 N, H, W, 3 RGB on this detector's device):
         boxes in pixels, scores, and five landmarks per face (left eye, right eye, nose,
         left and right mouth corner)."""
+        step = self.chunk or len(images)
+        return [found for first in range(0, len(images), step)
+                for found in self._cascade(images[first:first + step])]
+
+    def _cascade(self, images: torch.Tensor) -> list[Detections]:
         n, height, width, _ = images.shape
-        x = (images.permute(0, 3, 1, 2).to(self.dtype) - 127.5) / 128
+        # area resizing is fastest on NCHW; P-Net's inputs go channels-last afterwards
+        x = images.permute(0, 3, 1, 2).to(self.dtype).contiguous()
         boxes, scores, owner = self._propose(x)
-        boxes, scores, owner = self._refine(x, boxes, owner)
-        boxes, scores, owner, marks = self._output(x, boxes, owner)
+        boxes, scores, owner = self._refine(images, boxes, owner)
+        boxes, scores, owner, marks = self._output(images, boxes, owner)
         limit = torch.tensor([width, height, width, height], device=boxes.device,
                              dtype=boxes.dtype)
         boxes = torch.minimum(boxes.clamp(min=0), limit)
         return [Detections(boxes[owner == i].float(), scores[owner == i].float(),
                            marks[owner == i].float()) for i in range(n)]
 
-    def _propose(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        height, width = x.shape[-2:]
+    def _levels(self, height: int, width: int) -> list[tuple[float, tuple[int, int]]]:
         key = (height, width)
         if key not in self._scales:
             self._scales[key] = pyramid_scales(height, width, self.min_face, self.scale_factor)
+        return [(s, (int(height * s + 1), int(width * s + 1))) for s in self._scales[key]]
+
+    def _propose(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """P-Net's windows in ``x`` (raw 0..255, N, 3, H, W): squared boxes, scores, and
+        the frame each is in."""
         all_boxes, all_scores, all_owners = [], [], []
-        for scale in self._scales[key]:
-            size = (math.ceil(height * scale), math.ceil(width * scale))
-            reg, prob = self.pnet(F.interpolate(x, size=size, mode="area"))
-            hit = prob[:, 1] > self.thresholds[0]
+        for scale, size in self._levels(*x.shape[-2:]):
+            level = F.interpolate(x, size=size, mode="area")
+            level = ((level - 127.5) / 128).contiguous(memory_format=torch.channels_last)
+            reg, prob = self.pnet(level)
+            hit = prob[:, 1] >= self.thresholds[0]
             img, ys, xs = hit.nonzero(as_tuple=True)
-            origin = torch.stack([xs, ys, xs, ys], 1).to(x.dtype) * 2
-            window = origin + torch.tensor([1, 1, 12, 12], device=x.device, dtype=x.dtype)
-            found = torch.cat([window / scale, reg[img, :, ys, xs]], 1)
+            # the 12x12 window of each output cell, in MTCNN's whole-pixel convention
+            origin = torch.stack([xs, ys], 1).to(x.dtype) * 2
+            window = torch.cat([((origin + 1) / scale).floor(),
+                                ((origin + 12) / scale).floor()], 1)
+            found = torch.cat([window, reg[img, :, ys, xs]], 1)
             scores = prob[img, 1, ys, xs]
             keep = batched_nms(found[:, :4], scores, img, 0.5)  # within the scale, per frame
             all_boxes.append(found[keep])
             all_scores.append(scores[keep])
             all_owners.append(img[keep])
-        cand = torch.cat(all_boxes)
-        scores = torch.cat(all_scores)
-        owner = torch.cat(all_owners)
+        cand, scores, owner = torch.cat(all_boxes), torch.cat(all_scores), torch.cat(all_owners)
         keep = batched_nms(cand[:, :4], scores, owner, 0.7)  # across scales
         cand, scores, owner = cand[keep], scores[keep], owner[keep]
-        return square(regress(cand[:, :4], cand[:, 4:])), scores, owner
+        return square(regress(cand[:, :4], cand[:, 4:], inclusive=False)), scores, owner
 
-    def _refine(self, x: torch.Tensor, boxes: torch.Tensor,
+    def _refine(self, images: torch.Tensor, boxes: torch.Tensor,
                 owner: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if len(boxes) == 0:
             return boxes, boxes.new_zeros(0), owner
-        reg, prob = self.rnet(crops(x, boxes, owner, 24))
+        reg, prob = self.rnet(self._input(images, boxes, owner, 24, most=self.most))
         hit = prob[:, 1] > self.thresholds[1]
         boxes, reg, scores, owner = boxes[hit], reg[hit], prob[hit, 1], owner[hit]
         keep = batched_nms(boxes, scores, owner, 0.7)
-        return square(regress(boxes[keep], reg[keep])), scores[keep], owner[keep]
+        boxes = regress(boxes[keep], reg[keep], inclusive=True)
+        return square(boxes), scores[keep], owner[keep]
 
-    def _output(self, x: torch.Tensor, boxes: torch.Tensor,
+    def _output(self, images: torch.Tensor, boxes: torch.Tensor,
                 owner: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if len(boxes) == 0:
             return boxes, boxes.new_zeros(0), owner, boxes.new_zeros((0, 5, 2))
-        reg, marks, prob = self.onet(crops(x, boxes, owner, 48))
+        reg, marks, prob = self.onet(self._input(images, boxes, owner, 48, most=None))
         hit = prob[:, 1] > self.thresholds[2]
         boxes, reg, marks, scores, owner = (boxes[hit], reg[hit], marks[hit], prob[hit, 1],
                                             owner[hit])
-        w = (boxes[:, 2] - boxes[:, 0])[:, None]
-        h = (boxes[:, 3] - boxes[:, 1])[:, None]
-        points = torch.stack([boxes[:, 0:1] + w * marks[:, :5],
-                              boxes[:, 1:2] + h * marks[:, 5:]], -1)  # (K, 5, 2)
-        boxes = regress(boxes, reg)
+        w = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]
+        h = (boxes[:, 3] - boxes[:, 1] + 1)[:, None]
+        points = torch.stack([boxes[:, 0:1] - 1 + w * marks[:, :5],
+                              boxes[:, 1:2] - 1 + h * marks[:, 5:]], -1)  # (K, 5, 2)
+        boxes = regress(boxes, reg, inclusive=True)
         keep = batched_nms(boxes, scores, owner, 0.7, by_min=True)
         return boxes[keep], scores[keep], owner[keep], points[keep]
+
+    def _input(self, images: torch.Tensor, boxes: torch.Tensor, owner: torch.Tensor,
+               size: int, *, most: int | None) -> torch.Tensor:
+        cut = crops(images, boxes, owner, size, most=most)
+        return cut.to(self.dtype).contiguous(memory_format=torch.channels_last)

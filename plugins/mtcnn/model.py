@@ -49,9 +49,9 @@ def max_pool_same(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
         out = math.ceil(size / stride)
         total = max((out - 1) * stride + kernel - size, 0)
         pads += [total // 2, total - total // 2]
-    if any(pads):
-        x = F.pad(x, pads, value=float("-inf"))
-    return F.max_pool2d(x, kernel, stride)
+    if not any(pads[0::2]):  # padding only at the end: what ceil_mode does, without a copy
+        return F.max_pool2d(x, kernel, stride, ceil_mode=True)
+    return F.max_pool2d(F.pad(x, pads, value=float("-inf")), kernel, stride)
 
 
 def _keras_flatten(x: torch.Tensor) -> torch.Tensor:
