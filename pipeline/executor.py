@@ -188,7 +188,11 @@ class Executor:
             if runner.inbox is not None:
                 runner.inbox.close()
 
-    def _fail(self, runner: _Runner, exc: BaseException, frame: Frame | None) -> None:
+    def _fail(self, runner: _Runner, exc: BaseException, frame: Frame | None, *,
+              halt: bool = True) -> None:
+        """Record the graph's error and stop it. ``halt``: the node emits nothing more from
+        now on; a replica's worker passes False and halts at its turn in the output order
+        instead, so that frames before the failing one, still in other replicas, get out."""
         if isinstance(exc, NodeError):
             error = exc
         elif frame is not None:
@@ -199,7 +203,8 @@ class Executor:
         with self._error_lock:
             if self.error is None:
                 self.error = error
-        runner.failed = True
+        if halt:
+            runner.failed = True
         self.stop_requested.set()
         if runner.inbox is not None:
             runner.inbox.close()
@@ -338,8 +343,8 @@ class Executor:
                         action = partial(self._receive, runner, inst, edge.dst_port, items[0])
                     else:
                         results = self._handle(runner, inst, items)
-                        if results is not None:
-                            action = partial(self._emit_now, runner, results)
+                        action = (partial(self._emit_now, runner, results)
+                                  if results is not None else partial(self._halt, runner))
                 finally:
                     # Always pass the ticket, or replicas behind this one would wait forever.
                     self._ordered(runner, ticket, action)
@@ -366,6 +371,10 @@ class Executor:
     def _receive(self, runner: _Runner, inst: Node, port: str, item: Any) -> None:
         self._emit(runner, inst.receive(port, item), time.monotonic())
 
+    @staticmethod
+    def _halt(runner: _Runner) -> None:
+        runner.failed = True
+
     def _emit_now(self, runner: _Runner, results: Any) -> None:
         if not runner.failed:
             self._emit(runner, results, time.monotonic())
@@ -382,7 +391,7 @@ class Executor:
             return self._call(inst, frames)
         except Exception as exc:
             if runner.spec.settings.on_error is OnError.FAIL or self.aborted.is_set():
-                self._fail(runner, exc, frames[0] if len(frames) == 1 else None)
+                self._fail(runner, exc, frames[0] if len(frames) == 1 else None, halt=False)
                 return None
             if len(frames) == 1:
                 self._skip(runner, frames[0], exc)
