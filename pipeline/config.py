@@ -112,7 +112,9 @@ def _build(node: yaml.Node, path: Path_, doc: Document, loader: yaml.SafeLoader,
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node)
+            # Keys are names: YAML 1.1 would read `on:` or `yes:` as booleans.
+            key = (key_node.value if isinstance(key_node, yaml.ScalarNode)
+                   else loader.construct_object(key_node))
             kpos = Position(doc.file, key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             if not isinstance(key, str | int):
                 problems.append(Problem(doc.file, kpos.line, kpos.col, "keys must be names"))

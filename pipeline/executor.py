@@ -86,10 +86,10 @@ class _Runner:
         self.instances = instances
         self.inbox = inbox
         self.metrics = metrics
-        self.outputs: dict[str, list[Edge]] = {p.name: [] for p in spec.cls.outputs}
-        self.default_out = spec.cls.outputs[0].name if spec.cls.outputs else None
+        self.outputs: dict[str, list[Edge]] = {p.name: [] for p in spec.outputs}
+        self.default_out = spec.outputs[0].name if spec.outputs else None
         self.default_in = spec.cls.inputs[0].name if spec.cls.inputs else None
-        self.event_ports = {p.name for p in spec.cls.outputs if p.kind is PortKind.EVENTS}
+        self.event_ports = {p.name for p in spec.outputs if p.kind is PortKind.EVENTS}
         self.gate = _Gate(aborted) if len(instances) > 1 else None
         self.live_workers = len(instances)
         self.lock = threading.Lock()
@@ -151,7 +151,7 @@ class Executor:
         source = runner.instances[0]
         if not (isinstance(source, Source) and source.live):
             return DEFAULT_QUEUE_SIZE, DEFAULT_POLICY
-        kind = next(p.kind for p in runner.spec.cls.outputs if p.name == port)
+        kind = next(p.kind for p in runner.spec.outputs if p.name == port)
         if kind is PortKind.VIDEO:
             size = max(LIVE_QUEUE_SIZE, 2 * dst.settings.batch_size, dst.settings.replicas)
             return size, EdgePolicy.DROP_OLDEST

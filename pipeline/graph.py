@@ -73,6 +73,11 @@ class NodeSpec:
         """The device asked for (resolved by the executor)."""
         return self.settings.device or "auto"
 
+    @property
+    def outputs(self) -> tuple[Port, ...]:
+        """The node's output ports (some nodes name them from their parameters)."""
+        return self.cls.output_ports(self.params)
+
 
 @dataclass
 class Graph:
@@ -255,13 +260,14 @@ class _Builder:
                                   f"connected (add '{hint}: NODE')", key=True)
                     continue
                 ref, rpath = inputs[port.name]
-                conn = self._resolve(name, port, ref, rpath)
+                conn = self._resolve(name, port, ref, rpath, specs)
                 if conn is not None:
                     spec.inputs[port.name] = conn
                     connections.append(conn)
         return connections
 
-    def _resolve(self, name: str, port: Port, ref: Any, rpath: Path_) -> Connection | None:
+    def _resolve(self, name: str, port: Port, ref: Any, rpath: Path_,
+                 specs: dict[str, NodeSpec]) -> Connection | None:
         if not isinstance(ref, str) or not ref:
             self.fail(rpath, f"node '{name}': input '{port.name}' must name a node or NODE.PORT")
             return None
@@ -272,14 +278,15 @@ class _Builder:
                       + _did_you_mean(hint))
             return None
         src_cls = self.classes[src]
-        if src_cls is None:
+        if src_cls is None or src not in specs:
             return None  # already reported
-        if not src_cls.outputs:
+        ports = specs[src].outputs
+        if not ports:
             self.fail(rpath, f"node '{name}': input '{port.name}' reads from '{src}', "
                       f"a {src_cls.kind()} with no outputs")
             return None
-        outputs = {p.name: p for p in src_cls.outputs}
-        out = outputs.get(src_port) if src_port else src_cls.outputs[0]
+        outputs = {p.name: p for p in ports}
+        out = outputs.get(src_port) if src_port else ports[0]
         if out is None:
             hint = suggest(src_port, outputs)
             self.fail(rpath, f"node '{name}': '{src}' has no output '{src_port}'"
@@ -326,7 +333,7 @@ class _Builder:
                 if cls is not None and cls.outputs:
                     used.add((src, out_name or cls.outputs[0].name))
         for name, spec in specs.items():
-            for port in spec.cls.outputs:
+            for port in spec.outputs:
                 if not port.optional and (name, port.name) not in used:
                     self.fail(("nodes", name), f"node '{name}': output '{port.name}' is not used "
                               "(connect it to a sink, e.g. null_sink)", key=True)

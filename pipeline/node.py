@@ -131,6 +131,12 @@ class Node:
         """The device this node's frames arrive on."""
         return self.context.device
 
+    @classmethod
+    def output_ports(cls, params: BaseParams) -> tuple[Port, ...]:
+        """The output ports of a node with these parameters: ``outputs``, unless a node
+        names its ports from its parameters (``route``)."""
+        return cls.outputs
+
     def open(self) -> None:
         """Acquire resources (models, files). Called once before any frame."""
 

@@ -63,3 +63,8 @@ def test_empty_and_non_mapping_files() -> None:
         config.loads("")
     with pytest.raises(GraphError, match="must be a mapping"):
         config.loads("- a\n- b\n")
+
+
+def test_keys_are_names_even_where_yaml_1_1_sees_booleans() -> None:
+    doc = config.loads("nodes:\n  a: {on: detections, yes: 1, off: true}\n", "g.yaml", [])
+    assert doc.data["nodes"]["a"] == {"on": "detections", "yes": 1, "off": True}
