@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
+# Reference implementations the tests compare against (timm's SE-ResNets). timm needs
+# torchvision, which cannot load beside the CPU torch above: they get a venv of their own.
+REF ?= .venv-ref
+REF_PKGS ?= torch==2.14.1 torchvision==0.29.1 timm==1.0.31
 
 .PHONY: demo test lint bench clean
 
@@ -14,10 +18,15 @@ $(BIN)/vidgraph: pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]" "$(TORCH)"
 	touch $@
 
+$(REF)/bin/timm-ready:
+	$(PYTHON) -m venv $(REF)
+	$(REF)/bin/pip install -q $(REF_PKGS)
+	touch $@
+
 demo: $(BIN)/vidgraph
 	$(BIN)/vidgraph run graphs/demo.yaml
 
-test: $(BIN)/vidgraph
+test: $(BIN)/vidgraph $(REF)/bin/timm-ready
 	$(BIN)/ruff check pipeline plugins tests bench run.py
 	$(BIN)/mypy pipeline
 	$(BIN)/python -m pytest -q
@@ -26,4 +35,4 @@ bench: $(BIN)/vidgraph
 	$(BIN)/python bench/transcode.py
 
 clean:
-	rm -rf $(VENV) out
+	rm -rf $(VENV) $(REF) out

@@ -34,6 +34,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[0] = str(ROOT)  # not bench/: this file would shadow the mtcnn package
 
+from bench.timing import rate  # noqa: E402
 from plugins.mtcnn.detector import Detector, box_iou  # noqa: E402
 
 SIZES = {"640x480": (480, 640), "1280x720": (720, 1280), "1920x1080": (1080, 1920)}
@@ -79,17 +80,6 @@ def timed(detector: Detector, totals: dict[str, float]) -> None:
             return result
 
         setattr(detector, step, wrapper)
-
-
-def rate(run: Callable[[], Any], frames: int, seconds: float) -> float:
-    """Frames per second of ``run`` (which handles ``frames`` frames), after a warm-up."""
-    run()
-    runs = 0
-    started = time.perf_counter()
-    while time.perf_counter() - started < seconds or runs == 0:
-        run()
-        runs += 1
-    return round(runs * frames / (time.perf_counter() - started), 1)
 
 
 def measure(detector: Detector, frame: np.ndarray, batch: int, seconds: float,

@@ -1,4 +1,4 @@
-"""The ``vidgraph`` command: run, validate, plugins, describe, draw.
+"""The ``vidgraph`` command: run, validate, plugins, describe, draw, train.
 
 Exit status: 0 success, 1 failure while running (or opening), 2 invalid graph or usage.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from . import config
+from . import config, training
 from .describe import describe, json_schema, plugin_table, to_dot, to_mermaid
 from .errors import GraphError, NodeError, ParameterError, VidgraphError
 from .executor import Executor, RunStatus
@@ -58,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     desc = sub.add_parser("describe", help="show a plugin's ports and parameters")
     desc.add_argument("plugin")
     desc.add_argument("--json", action="store_true", help="print its JSON Schema")
+    train = sub.add_parser("train", help="train a model (see `vidgraph train -h`)")
+    kinds = train.add_subparsers(dest="what", required=True, metavar="WHAT")
+    for name, module in sorted(training.commands().items()):
+        module.configure(kinds.add_parser(name, help=(module.__doc__ or "").split("\n")[0]))
     return parser
 
 
@@ -79,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "train":
+        return int(training.commands()[args.what].main(args))
     registry = Registry.from_entry_points()
     if args.command == "plugins":
         print(plugin_table(registry, markdown=args.markdown))

@@ -26,7 +26,8 @@ class Detections:
 
     ``boxes``: float ``[K, 4]`` x1, y1, x2, y2 in pixels; ``scores``: ``[K]``;
     ``landmarks``: ``[K, 5, 2]`` (x, y) or None; ``labels``/``label_scores``: one per box or None;
-    ``crops``: ``uint8 [K, S, S, C]`` aligned face chips (see ``face_crops``) or None.
+    ``crops``: ``uint8 [K, S, S, C]`` aligned face chips (see ``face_crops``) or None;
+    ``topk``: per box, the best classes with their probabilities (see ``classify``) or None.
     """
 
     boxes: torch.Tensor
@@ -35,6 +36,7 @@ class Detections:
     labels: tuple[str, ...] | None = None
     label_scores: torch.Tensor | None = None
     crops: torch.Tensor | None = None
+    topk: tuple[dict[str, float], ...] | None = None
 
     def __post_init__(self) -> None:
         k = self.boxes.shape[0]
@@ -57,11 +59,11 @@ class Detections:
         def move(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.to(device, non_blocking=True)
 
-        return Detections(
+        return dataclasses.replace(
+            self,
             boxes=self.boxes.to(device, non_blocking=True),
             scores=self.scores.to(device, non_blocking=True),
             landmarks=move(self.landmarks),
-            labels=self.labels,
             label_scores=move(self.label_scores),
             crops=move(self.crops),
         )
@@ -81,6 +83,7 @@ class Detections:
                               if marks is not None else None),
                 "label": self.labels[i] if self.labels is not None else None,
                 "label_score": round(lscores[i], 4) if lscores is not None else None,
+                **({"topk": self.topk[i]} if self.topk is not None else {}),
             }
             for i in range(len(boxes))
         ]

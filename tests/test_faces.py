@@ -14,10 +14,12 @@ import torch
 
 from pipeline.frame import Frame
 from pipeline.testing import run_node
-from plugins.mtcnn.face_crops import TEMPLATE_112, similarity
+from plugins.mtcnn.face_crops import TEMPLATES, similarity
 
 from .conftest import ffprobe, stream, vidgraph
 from .test_mtcnn_detector import composite, iou
+
+TEMPLATE_112 = TEMPLATES["arcface"]
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +56,17 @@ def test_chips_put_the_landmarks_on_the_template_and_are_faces(astronaut) -> Non
     assert len(again.detections) == 1
     x1, y1, x2, y2 = again.detections.boxes[0].tolist()
     assert abs((x1 + x2) / 2 - 56) < 10 and abs((y1 + y2) / 2 - 62) < 15
+
+
+@pytest.mark.parametrize("template", ["arcface", "fer2013"])
+def test_faces_found_again_in_the_chips_have_their_landmarks_on_the_template(
+        astronaut, template: str) -> None:
+    frame = run_node("face_crops", [detected(astronaut)], size=112, template=template)[0]
+    chip = np.pad(frame.detections.crops[0].numpy(), ((24, 24), (24, 24), (0, 0)), "edge")
+    again = detected(chip).detections  # padded: a tight chip is too close to its border
+    assert len(again) == 1
+    error = (again.landmarks[0] - 24 - TEMPLATES[template]).norm(dim=1)
+    assert error.mean() < 6, error  # pixels in a 112 px chip
 
 
 def test_alignment_undoes_a_rotation(astronaut) -> None:

@@ -22,7 +22,8 @@ class JsonlSinkParams(Params):
 
 
 class JsonlSink(Sink):
-    """Writes ``{stream, index, pts, time, source, detections, label, scores}`` per frame.
+    """Writes ``{stream, index, pts, time, source, detections, label, label_score, scores}``
+    per frame.
 
     Each line is flushed as it is written, so another program can follow the file live
     (``tail -f``). ``detections`` is a list of ``{box, score, landmarks, label, label_score}``.
@@ -81,8 +82,9 @@ def frame_record(frame: Frame) -> dict[str, Any]:
         "source": frame.meta.get("source"),
         "detections": dets.to_json() if dets is not None else [],
     }
-    if "label" in frame.meta:
-        record["label"] = frame.meta["label"]
+    for key in ("label", "label_score"):
+        if key in frame.meta:
+            record[key] = frame.meta[key]
     if "scores" in frame.meta:
         record["scores"] = _plain(frame.meta["scores"])
     return record

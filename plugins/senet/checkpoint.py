@@ -1,0 +1,133 @@
+"""Classifier checkpoints: a network with its class names and preprocessing, one file.
+
+A checkpoint (``torch.save`` of a plain dict) holds ``arch`` and ``arch_args`` (see
+:mod:`.model`), ``state_dict``, ``classes``, ``preprocess`` (``size``, ``gray``, ``mean``,
+``std`` on the 0..1 scale) and free-form ``info`` (training settings and scores). A
+graph names a checkpoint and never repeats what it holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from pipeline.errors import VidgraphError
+
+from .model import SEResNet, build
+
+WEIGHTS = Path(__file__).with_name("weights")
+#: built-in models: name -> file in ``weights/`` (see MODELS.md)
+BUILT_IN = {"expression": "expression.pt"}
+IMAGENET = {"size": 224, "gray": False, "mean": [0.485, 0.456, 0.406],
+            "std": [0.229, 0.224, 0.225]}
+
+
+@dataclass
+class Classifier:
+    """A network ready to classify uint8 pictures, with what it needs to read them."""
+
+    net: SEResNet
+    arch: str
+    arch_args: dict[str, Any]
+    classes: list[str]
+    preprocess: dict[str, Any]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        """Input side in pixels."""
+        return int(self.preprocess["size"])
+
+    @property
+    def gray(self) -> bool:
+        """Whether the network reads one gray channel."""
+        return bool(self.preprocess["gray"])
+
+    def prepare(self, images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Network input from uint8 pictures (N, H, W, 1 or 3) on any device: resized to
+        ``size`` (area-averaged when shrinking), gray or RGB as the network wants,
+        normalised, channels-last."""
+        x = images.permute(0, 3, 1, 2).float() / 255
+        if self.gray and x.shape[1] == 3:
+            weights = torch.tensor([0.299, 0.587, 0.114], device=x.device)
+            x = (x * weights[None, :, None, None]).sum(1, keepdim=True)
+        elif not self.gray and x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        if x.shape[-2:] != (self.size, self.size):
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear",
+                              antialias=True, align_corners=False)
+        mean = torch.tensor(self.preprocess["mean"], device=x.device)[None, :, None, None]
+        std = torch.tensor(self.preprocess["std"], device=x.device)[None, :, None, None]
+        x = (x - mean) / std
+        return x.to(dtype).contiguous(memory_format=torch.channels_last)
+
+    def save(self, path: str | Path) -> None:
+        """Write the checkpoint (weights in fp16 when ``info['fp16']``, to keep files small)."""
+        state = self.net.state_dict()
+        if self.info.get("fp16"):
+            state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+        torch.save({"arch": self.arch, "arch_args": self.arch_args, "state_dict": state,
+                    "classes": self.classes, "preprocess": self.preprocess,
+                    "info": self.info}, Path(path))
+
+
+def load(model: str, weights: str | None = None, classes: list[str] | None = None) -> Classifier:
+    """The classifier named by ``model``: a built-in name (:data:`BUILT_IN`), a checkpoint
+    file, or an architecture name (``se_resnet50``) with a plain state dict in ``weights``
+    (timm's layout; ImageNet preprocessing, ``classes`` or numbered class names)."""
+    if model in BUILT_IN:
+        return _from_checkpoint(WEIGHTS / BUILT_IN[model], model)
+    path = Path(model)
+    if path.suffix in (".pt", ".pth") or path.exists():
+        if not path.is_file():
+            raise VidgraphError(f"model file '{model}' does not exist")
+        return _from_checkpoint(path, model)
+    if weights is None:
+        raise VidgraphError(f"model '{model}' is not a built-in model ({', '.join(BUILT_IN)}) "
+                            "or a file; an architecture name needs 'weights: FILE'")
+    state = _read(Path(weights), weights)
+    state = state.get("state_dict", state)
+    count = int(state["fc.weight"].shape[0]) if "fc.weight" in state else 1000
+    in_chans = int(state["conv1.weight"].shape[1]) if "conv1.weight" in state else 3
+    names = classes or [f"class{i}" for i in range(count)]
+    if len(names) != count:
+        raise VidgraphError(f"{len(names)} class names for {count} outputs of '{weights}'")
+    try:
+        net = build(model, count, in_chans)
+        net.load_state_dict(state)
+    except (ValueError, RuntimeError) as exc:
+        raise VidgraphError(f"weights '{weights}' do not fit '{model}': "
+                            f"{str(exc).splitlines()[0]}") from exc
+    return Classifier(net.eval(), model, {}, names, dict(IMAGENET))
+
+
+def _read(path: Path, shown: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise VidgraphError(f"weights file '{shown}' does not exist")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise VidgraphError(f"'{shown}' is not a readable PyTorch checkpoint: {first}") from exc
+    if not isinstance(data, dict):
+        raise VidgraphError(f"'{shown}' holds no state dict")
+    return data
+
+
+def _from_checkpoint(path: Path, shown: str) -> Classifier:
+    data = _read(path, shown)
+    missing = {"arch", "state_dict", "classes", "preprocess"} - set(data)
+    if missing:
+        raise VidgraphError(f"'{shown}' is not a vidgraph classifier checkpoint "
+                            f"(missing {', '.join(sorted(missing))})")
+    args = dict(data.get("arch_args") or {})
+    net = build(data["arch"], len(data["classes"]), 1 if data["preprocess"]["gray"] else 3,
+                **{k: tuple(v) if isinstance(v, list) else v for k, v in args.items()})
+    net.load_state_dict({k: v.float() if v.is_floating_point() else v
+                         for k, v in data["state_dict"].items()})
+    return Classifier(net.eval(), data["arch"], args, list(data["classes"]),
+                      dict(data["preprocess"]), dict(data.get("info") or {}))

@@ -1,0 +1,256 @@
+"""Train an SE-ResNet classifier on labelled pictures (`vidgraph train classify`).
+
+Augmentation (random crop, flip, small rotation and scale, brightness and contrast) runs
+on whole batches on the training device. The checkpoint with the best accuracy on the
+held-out split is kept; the test split, when there is one, is scored once at the end,
+with a confusion matrix printed and saved as a PNG beside the checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline.device import resolve_device
+from pipeline.errors import VidgraphError
+from pipeline.training import ProgressBar, autocast, batches, schedule, seed_everything
+
+from .checkpoint import Classifier
+from .data import LabelledImages, read
+from .model import build
+from .report import confusion_matrix, confusion_png, format_confusion
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Declare the command's options."""
+    parser.add_argument("data", help="folder of class folders, or an .npz (see data.py)")
+    parser.add_argument("--out", required=True, help="checkpoint to write (.pt)")
+    parser.add_argument("--arch", default="se_resnet_compact",
+                        help="se_resnet_compact (default), se_resnet18/34/50/101")
+    parser.add_argument("--widths", type=int, nargs="+", help="stage widths")
+    parser.add_argument("--layers", type=int, nargs="+", help="blocks per stage")
+    parser.add_argument("--size", type=int, help="input side (default: the data's own)")
+    parser.add_argument("--crop", type=int, help="random crop side while training "
+                        "(default: the input side)")
+    parser.add_argument("--gray", action=argparse.BooleanOptionalAction, default=None,
+                        help="one gray channel (default: gray if the data is)")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw")
+    parser.add_argument("--lr", type=float, help="peak rate (default 2e-3 adamw, 0.1 sgd)")
+    parser.add_argument("--weight-decay", type=float, default=5e-4)
+    parser.add_argument("--warmup", type=float, default=1.0, help="warm-up epochs")
+    parser.add_argument("--label-smoothing", type=float, default=0.1)
+    parser.add_argument("--dropout", type=float, default=0.2)
+    parser.add_argument("--rotate", type=float, default=10.0, help="max rotation, degrees")
+    parser.add_argument("--train-on", help="split to train on (default: the first)")
+    parser.add_argument("--choose-on", help="split that picks the checkpoint (default: the "
+                        "second; without splits, a seeded --holdout fraction)")
+    parser.add_argument("--test-on", help="split scored at the end (default: the third)")
+    parser.add_argument("--holdout", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Train, choose, test and save; returns the exit status."""
+    device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    generator = seed_everything(args.seed)
+    data = read(args.data, args.size, args.gray)
+    train, choose, test = _splits(data, args, generator)
+    size = int(data.images.shape[1])
+    crop = args.crop or size
+    if not 8 <= crop <= size:
+        raise VidgraphError(f"--crop {crop} must be between 8 and the input side {size}")
+    gray = data.images.shape[3] == 1
+    pixels = train.images.float() / 255
+    mean = pixels.mean((0, 1, 2)).tolist()
+    std = pixels.std((0, 1, 2)).clamp(min=1e-3).tolist()
+    arch_args: dict[str, Any] = {"dropout": args.dropout} if args.dropout is not None else {}
+    if args.widths:
+        arch_args["widths"] = list(args.widths)
+    if args.layers:
+        arch_args["layers"] = list(args.layers)
+    if args.arch != "se_resnet_compact":
+        arch_args.pop("layers", None)
+    try:
+        net = build(args.arch, len(data.classes), 1 if gray else 3,
+                    **{k: tuple(v) if isinstance(v, list) else v for k, v in arch_args.items()})
+    except (ValueError, TypeError) as exc:
+        raise VidgraphError(f"--arch {args.arch}: {exc}") from exc
+    net = net.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    model = Classifier(net, args.arch, arch_args, data.classes,
+                       {"size": size, "gray": gray, "mean": mean, "std": std})
+    print(f"train {len(train)}, choose {len(choose)}, test {len(test) if test else 0} "
+          f"pictures; {len(data.classes)} classes; {size}x{size} "
+          f"{'gray' if gray else 'RGB'}; {sum(p.numel() for p in net.parameters()):,} "
+          f"parameters; {device}", file=sys.stderr)
+    started = time.monotonic()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    info: dict[str, Any] = {
+        "command": "vidgraph train classify " + shlex.join(sys.argv[3:] if len(sys.argv) > 3
+                                                            else []),
+        "seed": args.seed, "epochs": args.epochs, "hardware": _hardware(device),
+        "torch": str(torch.__version__), "fp16": True,
+    }
+
+    def keep(best: dict[str, Any], history: list[dict[str, float]]) -> None:
+        # Written at every improvement, so an interrupted run still leaves its best model.
+        model.info = {**info, "best_epoch": best["epoch"], "choose_accuracy": best["accuracy"],
+                      "history": history, "finished": False}
+        model.save(out)
+
+    best, history = _fit(model, train, choose, crop, args, device, generator, keep)
+    net.load_state_dict(best["state"])
+    info.update(best_epoch=best["epoch"], choose_accuracy=best["accuracy"], history=history,
+                minutes=round((time.monotonic() - started) / 60, 1), finished=True)
+    if test is not None:
+        predicted = predict(model, test.images, device)
+        matrix = confusion_matrix(test.labels, predicted, len(data.classes))
+        info["test_accuracy"] = float(np.trace(matrix) / matrix.sum())
+        info["confusion"] = matrix.tolist()
+        print(format_confusion(matrix, data.classes))
+        confusion_png(matrix, data.classes, out.with_suffix(".confusion.png"))
+    model.info = info
+    model.save(out)
+    scores = f"choose accuracy {best['accuracy']:.4f} (epoch {best['epoch']})"
+    if "test_accuracy" in info:
+        scores += f", test accuracy {info['test_accuracy']:.4f}"
+    print(f"saved {out}: {scores}, {info['minutes']:.1f} min", file=sys.stderr)
+    return 0
+
+
+def _splits(data: LabelledImages, args: argparse.Namespace, generator: torch.Generator
+            ) -> tuple[LabelledImages, LabelledImages, LabelledImages | None]:
+    if data.split is None:
+        if not 0 < args.holdout < 1:
+            raise VidgraphError(f"--holdout {args.holdout} must be between 0 and 1")
+        order = torch.randperm(len(data), generator=generator).numpy()
+        held = np.zeros(len(data), bool)
+        held[order[:max(1, round(len(data) * args.holdout))]] = True
+        return data.subset(~held), data.subset(held), None
+    names = list(dict.fromkeys(data.split.tolist()))
+    train_on = args.train_on or names[0]
+    choose_on = args.choose_on or (names[1] if len(names) > 1 else None)
+    test_on = args.test_on or (names[2] if len(names) > 2 else None)
+    for flag, name in (("--train-on", train_on), ("--choose-on", choose_on),
+                       ("--test-on", test_on)):
+        if name is not None and name not in names:
+            raise VidgraphError(f"{flag} {name}: the data's splits are {', '.join(names)}")
+    if choose_on is None:
+        raise VidgraphError("the data has one split: pass --choose-on or drop the split array")
+    test = data.subset(data.split == test_on) if test_on else None
+    return data.subset(data.split == train_on), data.subset(data.split == choose_on), test
+
+
+def augment(images: torch.Tensor, crop: int, rotate: float,
+            generator: torch.Generator) -> torch.Tensor:
+    """Random ``crop`` x ``crop`` views of uint8 pictures (N, S, S, C) as floats in 0..1
+    (N, C, crop, crop): shifted, flipped, rotated, scaled and lit differently, one
+    resampling call for the batch."""
+    n, size = images.shape[0], images.shape[1]
+    device = images.device
+
+    def uniform(low: float, high: float) -> torch.Tensor:
+        return (torch.rand(n, generator=generator) * (high - low) + low).to(device)
+
+    angle = uniform(-rotate, rotate) * math.pi / 180
+    scale = uniform(0.9, 1.1) * crop / size
+    flip = torch.where(uniform(0, 1) < 0.5, -1.0, 1.0)
+    room = 1 - crop / size
+    cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+    theta = torch.stack([torch.stack([cos * flip, -sin, uniform(-room, room)], 1),
+                         torch.stack([sin * flip, cos, uniform(-room, room)], 1)], 1)
+    x = images.permute(0, 3, 1, 2).float() / 255
+    grid = F.affine_grid(theta, [n, x.shape[1], crop, crop], align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    gain = uniform(0.75, 1.25)[:, None, None, None]
+    offset = uniform(-0.1, 0.1)[:, None, None, None]
+    mean = x.mean((1, 2, 3), keepdim=True)
+    return ((x - mean) * gain + mean + offset).clamp(0, 1)
+
+
+def _fit(model: Classifier, train: LabelledImages, choose: LabelledImages, crop: int,
+         args: argparse.Namespace, device: torch.device, generator: torch.Generator,
+         keep: Callable[[dict[str, Any], list[dict[str, float]]], None]
+         ) -> tuple[dict[str, Any], list[dict[str, float]]]:
+    net = model.net
+    lr = args.lr or (2e-3 if args.optimizer == "adamw" else 0.1)
+    decay = [p for n, p in net.named_parameters() if p.ndim > 1]
+    other = [p for n, p in net.named_parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": args.weight_decay},
+              {"params": other, "weight_decay": 0.0}]
+    optimizer: torch.optim.Optimizer = (
+        torch.optim.AdamW(groups, lr=lr) if args.optimizer == "adamw"
+        else torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True))
+    steps = max(1, len(train) // args.batch_size)  # whole batches only (BatchNorm)
+    scheduler = schedule(optimizer, steps * args.epochs, round(steps * args.warmup))
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    mean = torch.tensor(model.preprocess["mean"], device=device)[None, :, None, None]
+    std = torch.tensor(model.preprocess["std"], device=device)[None, :, None, None]
+    images, labels = train.images.to(device), train.labels.to(device)
+    bar = ProgressBar(steps * args.epochs, "train", every=max(1, steps // 4))
+    best: dict[str, Any] = {"accuracy": -1.0, "epoch": 0, "state": None}
+    history: list[dict[str, float]] = []
+    for epoch in range(1, args.epochs + 1):
+        net.train()
+        total = 0.0
+        for index in batches(len(train), args.batch_size, generator, drop_last=True):
+            index = index.to(device)
+            x = (augment(images[index], crop, args.rotate, generator) - mean) / std
+            x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(device):
+                loss = loss_fn(net(x), labels[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            value = loss.item()
+            total += value
+            bar.update(epoch=epoch, loss=value)
+        predicted = predict(model, choose.images, device)
+        accuracy = float((predicted == choose.labels).float().mean())
+        history.append({"epoch": epoch, "loss": total / steps, "choose_accuracy": accuracy})
+        if accuracy > best["accuracy"]:
+            state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            best = {"accuracy": accuracy, "epoch": epoch, "state": state}
+            keep(best, history)
+        lead = "\n" if bar.tty else ""
+        print(f"{lead}epoch {epoch}: loss {total / steps:.4f}, choose accuracy "
+              f"{accuracy:.4f} (best {best['accuracy']:.4f})", file=sys.stderr)
+    bar.close()
+    return best, history
+
+
+@torch.inference_mode()
+def predict(model: Classifier, images: torch.Tensor, device: torch.device,
+            batch_size: int = 512) -> torch.Tensor:
+    """Class indices for uint8 pictures (N, S, S, C), on the CPU."""
+    model.net.eval()
+    out = []
+    for first in range(0, len(images), batch_size):
+        x = model.prepare(images[first:first + batch_size].to(device))
+        with autocast(device):
+            out.append(model.net(x).argmax(1).cpu())
+    return torch.cat(out)
+
+
+def _hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"

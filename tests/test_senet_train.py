@@ -1,0 +1,140 @@
+"""`vidgraph train classify` on real pictures: a short run learns, checkpoints round-trip,
+the classify node reads them; and the shipped expression model on FER2013 when present."""
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from pipeline.cli import main
+from pipeline.errors import VidgraphError
+from pipeline.frame import Frame
+from pipeline.testing import run_node
+from plugins.senet import checkpoint
+from plugins.senet.data import read
+from plugins.senet.train import predict
+
+ROOT = Path(__file__).resolve().parent.parent
+FER = ROOT.parent / "shared/datasets/fer2013/fer2013.npz"
+
+
+def stripes(rng: np.random.Generator, vertical: bool, size: int = 32) -> np.ndarray:
+    """Noisy RGB stripes at a random period, phase and colour: the class is the direction."""
+    period = int(rng.integers(4, 10))
+    ramp = ((np.arange(size) + rng.integers(0, period)) // (period // 2)) % 2
+    plane = np.broadcast_to(ramp[None, :] if vertical else ramp[:, None], (size, size))
+    colour = rng.integers(60, 255, 3)
+    image = plane[:, :, None] * colour + rng.normal(0, 25, (size, size, 3))
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def stripes_npz(tmp_path_factory) -> Path:
+    rng = np.random.default_rng(1)
+    labels = np.tile([0, 1], 150)
+    images = np.stack([stripes(rng, bool(v)) for v in labels])
+    split = np.array(["train"] * 200 + ["val"] * 50 + ["test"] * 50)
+    path = tmp_path_factory.mktemp("stripes") / "stripes.npz"
+    np.savez(path, images=images, labels=labels, split=split,
+             class_names=np.array(["across", "down"]))
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(stripes_npz, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("model") / "stripes.pt"
+    assert main(["train", "classify", str(stripes_npz), "--out", str(out), "--epochs", "4",
+                 "--widths", "8", "16", "32", "64", "--batch-size", "25", "--crop", "28",
+                 "--rotate", "5", "--seed", "3", "--threads", "2"]) == 0
+    return out
+
+
+def test_short_training_run_learns_held_out_pictures(trained):
+    model = checkpoint.load(str(trained))
+    assert model.info["choose_accuracy"] >= 0.95
+    assert model.info["test_accuracy"] >= 0.95
+    assert len(model.info["history"]) == 4
+    losses = [h["loss"] for h in model.info["history"]]
+    assert losses[-1] < losses[0]
+    assert trained.with_suffix(".confusion.png").is_file()
+    png = cv2.imread(str(trained.with_suffix(".confusion.png")))
+    assert png is not None and png.shape[0] > 100
+
+
+def test_checkpoint_round_trips_with_class_names_and_preprocessing(trained, stripes_npz,
+                                                                    tmp_path):
+    model = checkpoint.load(str(trained))
+    assert model.classes == ["across", "down"]
+    assert model.preprocess["size"] == 32 and model.preprocess["gray"] is False
+    assert model.arch == "se_resnet_compact" and model.arch_args["widths"] == [8, 16, 32, 64]
+    again = tmp_path / "again.pt"
+    model.save(again)
+    twin = checkpoint.load(str(again))
+    data = read(stripes_npz)
+    test = data.subset(data.split == "test")
+    assert torch.equal(predict(model, test.images, torch.device("cpu")),
+                       predict(twin, test.images, torch.device("cpu")))
+    assert twin.classes == model.classes and twin.preprocess == model.preprocess
+
+
+def test_training_is_deterministic_with_a_seed(trained, stripes_npz, tmp_path):
+    out = tmp_path / "again.pt"
+    assert main(["train", "classify", str(stripes_npz), "--out", str(out), "--epochs", "4",
+                 "--widths", "8", "16", "32", "64", "--batch-size", "25", "--crop", "28",
+                 "--rotate", "5", "--seed", "3", "--threads", "2"]) == 0
+    first, second = torch.load(trained, weights_only=True), torch.load(out, weights_only=True)
+    assert first["info"]["history"] == second["info"]["history"]
+
+
+def test_classify_node_labels_whole_frames(trained):
+    rng = np.random.default_rng(7)
+    truth = [0, 1, 1, 0, 1, 0]
+    # frames twice the model's side: the node scales them down
+    frames = [Frame.from_image(cv2.resize(stripes(rng, bool(v)), (64, 64),
+                                          interpolation=cv2.INTER_NEAREST), index=i)
+              for i, v in enumerate(truth)]
+    out = run_node("classify", frames, model=str(trained), topk=2)
+    assert [f.meta["label"] for f in out] == [["across", "down"][v] for v in truth]
+    for f in out:
+        assert set(f.meta["scores"]) == {"across", "down"}
+        assert f.meta["label_score"] == max(f.meta["scores"].values()) > 0.5
+
+
+def test_folder_tree_is_read_with_class_names_from_folders(tmp_path):
+    rng = np.random.default_rng(2)
+    for name, vertical in (("b_down", True), ("a_across", False)):
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            cv2.imwrite(str(tmp_path / name / f"{i}.png"), stripes(rng, vertical, 40))
+    (tmp_path / "notes.txt").write_text("not a class")
+    data = read(tmp_path, size=32)
+    assert data.classes == ["a_across", "b_down"]
+    assert data.images.shape == (6, 32, 32, 3) and data.labels.tolist() == [0] * 3 + [1] * 3
+    assert data.split is None
+
+
+def test_bad_data_is_a_one_line_error(tmp_path, capsys):
+    bad = tmp_path / "missing.npz"
+    assert main(["train", "classify", str(bad), "--out", str(tmp_path / "m.pt")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(bad) in err
+
+
+def test_classify_model_file_missing_is_named():
+    with pytest.raises(VidgraphError, match=r"nope\.pt"):
+        checkpoint.load("nope.pt")
+
+
+@pytest.mark.skipif(not FER.exists(), reason="FER2013 is not in ../shared/datasets")
+def test_shipped_expression_model_on_private_test_faces():
+    model = checkpoint.load("expression")
+    with np.load(FER) as data:
+        private = np.flatnonzero(data["usage"] == 2)[:600]
+        images = torch.from_numpy(data["images"][private][:, :, :, None])
+        labels = torch.from_numpy(data["labels"][private])
+    accuracy = float((predict(model, images, torch.device("cpu")) == labels).float().mean())
+    assert model.classes == ["Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral"]
+    assert accuracy >= model.info["test_accuracy"] - 0.05, json.dumps(model.info["test_accuracy"])
