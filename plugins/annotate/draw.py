@@ -18,7 +18,7 @@ class DrawParams(Params):
     """Parameters of ``draw``."""
 
     color: tuple[int, int, int] = Field((0, 255, 0), description="box colour, RGB")
-    scores: bool = Field(True, description="write each box's score")
+    scores: bool = Field(True, description="write each box's score (its label's, if labelled)")
     landmarks: bool = Field(True, description="mark the landmarks")
     labels: bool = Field(True, description="write labels (per box, and the frame's label)")
 
@@ -55,7 +55,9 @@ class Draw(Stage):
         p = self.params
         if dets is not None:
             boxes = dets.boxes.cpu().round().int().tolist()
-            scores = dets.scores.cpu().tolist()
+            # a labelled box shows how sure its label is, else how sure the detection is
+            shown = dets.label_scores if dets.label_scores is not None else dets.scores
+            scores = shown.cpu().tolist()
             for k, (x1, y1, x2, y2) in enumerate(boxes):
                 cv2.rectangle(image, (x1, y1), (x2, y2), p.color, thick)
                 text = []

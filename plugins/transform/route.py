@@ -59,16 +59,9 @@ class Route(Stage):
 
     ```yaml
     nodes:
-      src: {plugin: testsrc, pattern: person, width: 160, height: 120, duration: 0.2}
-      faces: {plugin: mtcnn, input: src}
-      chips: {plugin: face_crops, input: faces, size: 48, gray: true,
-              template: fer2013}
-      mood: {plugin: classify, input: chips, model: expression, on: detections}
-      split:
-        plugin: route
-        input: mood
-        on: detections
-        routes: {smiling: {label: Happy, min_score: 0.5}}
+      src: {plugin: testsrc, pattern: person, width: 96, height: 96, duration: 0.2}
+      mood: {plugin: classify, input: src, model: expression}
+      split: {plugin: route, input: mood, routes: {smiling: {label: Happy, min_score: 0.5}}}
       happy: {plugin: null_sink, input: split.smiling}
       rest: {plugin: null_sink, input: split.default}
     ```
