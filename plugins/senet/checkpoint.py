@@ -16,12 +16,13 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.errors import VidgraphError
+from pipeline.weights import model_file, read_checkpoint
 
 from .model import SEResNet, build
 
 WEIGHTS = Path(__file__).with_name("weights")
-#: built-in models: name -> file in ``weights/`` (see MODELS.md)
-BUILT_IN = {"expression": "expression.pt"}
+#: built-in models: name -> shipped file (see MODELS.md)
+BUILT_IN = {"expression": WEIGHTS / "expression.pt"}
 IMAGENET = {"size": 224, "gray": False, "mean": [0.485, 0.456, 0.406],
             "std": [0.229, 0.224, 0.225]}
 
@@ -79,17 +80,13 @@ def load(model: str, weights: str | None = None, classes: list[str] | None = Non
     """The classifier named by ``model``: a built-in name (:data:`BUILT_IN`), a checkpoint
     file, or an architecture name (``se_resnet50``) with a plain state dict in ``weights``
     (timm's layout; ImageNet preprocessing, ``classes`` or numbered class names)."""
-    if model in BUILT_IN:
-        return _from_checkpoint(WEIGHTS / BUILT_IN[model], model)
-    path = Path(model)
-    if path.suffix in (".pt", ".pth") or path.exists():
-        if not path.is_file():
-            raise VidgraphError(f"model file '{model}' does not exist")
+    path = model_file(model, BUILT_IN)
+    if path is not None:
         return _from_checkpoint(path, model)
     if weights is None:
         raise VidgraphError(f"model '{model}' is not a built-in model ({', '.join(BUILT_IN)}) "
                             "or a file; an architecture name needs 'weights: FILE'")
-    state = _read(Path(weights), weights)
+    state = read_checkpoint(weights)
     state = state.get("state_dict", state)
     count = int(state["fc.weight"].shape[0]) if "fc.weight" in state else 1000
     in_chans = int(state["conv1.weight"].shape[1]) if "conv1.weight" in state else 3
@@ -105,21 +102,8 @@ def load(model: str, weights: str | None = None, classes: list[str] | None = Non
     return Classifier(net.eval(), model, {}, names, dict(IMAGENET))
 
 
-def _read(path: Path, shown: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise VidgraphError(f"weights file '{shown}' does not exist")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise VidgraphError(f"'{shown}' is not a readable PyTorch checkpoint: {first}") from exc
-    if not isinstance(data, dict):
-        raise VidgraphError(f"'{shown}' holds no state dict")
-    return data
-
-
 def _from_checkpoint(path: Path, shown: str) -> Classifier:
-    data = _read(path, shown)
+    data = read_checkpoint(path, shown)
     missing = {"arch", "state_dict", "classes", "preprocess"} - set(data)
     if missing:
         raise VidgraphError(f"'{shown}' is not a vidgraph classifier checkpoint "
