@@ -1,0 +1,79 @@
+"""Learned denoisers: FFDNet (Zhang, Zuo and Zhang 2018) and DnCNN (Zhang et al. 2017).
+
+Both take pictures in 0..1 (N, C, H, W), C = 1 (gray) or 3 (colour), of any size, and a
+noise level ``sigma`` on the 0..255 scale (a number per picture, or a map (N, 1, H, W));
+DnCNN, a blind residual network, ignores it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _stack(inputs: int, features: int, outputs: int, depth: int, norm: bool) -> nn.Sequential:
+    """conv+ReLU, (depth - 2) x conv(+BN)+ReLU, conv: the body both networks share."""
+    layers: list[nn.Module] = [nn.Conv2d(inputs, features, 3, padding=1), nn.ReLU(True)]
+    for _ in range(depth - 2):
+        layers += [nn.Conv2d(features, features, 3, padding=1, bias=not norm)]
+        if norm:
+            layers.append(nn.BatchNorm2d(features))
+        layers.append(nn.ReLU(True))
+    layers.append(nn.Conv2d(features, outputs, 3, padding=1))
+    return nn.Sequential(*layers)
+
+
+def sigma_map(sigma: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A noise-level map (N, 1, H, W) on the 0..1 scale from ``sigma`` on the 0..255
+    scale: one number, one per picture (N,), or a map already."""
+    n, _, height, width = like.shape
+    level = torch.as_tensor(sigma, dtype=like.dtype, device=like.device) / 255
+    if level.ndim == 4:
+        return level.expand(n, 1, height, width)
+    return level.reshape(-1, 1, 1, 1).expand(n, 1, height, width)
+
+
+class FFDNet(nn.Module):
+    """Non-blind denoiser: the picture is pixel-unshuffled to four half-resolution
+    sub-images, stacked with a noise-level map, run through conv+ReLU layers (batch norm
+    in the middle ones) and shuffled back. Gray: 15 layers of 64, colour: 12 of 96 in the
+    paper; ``features`` and ``depth`` make light variants."""
+
+    def __init__(self, channels: int = 1, features: int | None = None,
+                 depth: int | None = None) -> None:
+        super().__init__()
+        self.channels = channels
+        self.features = features or (64 if channels == 1 else 96)
+        self.depth = depth or (15 if channels == 1 else 12)
+        self.body = _stack(4 * channels + 1, self.features, 4 * channels, self.depth, True)
+
+    def forward(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
+        """Denoised pictures, the same shape as ``x``."""
+        height, width = x.shape[-2:]
+        both = torch.cat([x, sigma_map(sigma, x)], 1)
+        both = F.pad(both, (0, width % 2, 0, height % 2), mode="replicate")
+        padded, level = both[:, :-1], both[:, -1:]
+        small = F.pixel_unshuffle(padded, 2)
+        half_level = F.avg_pool2d(level, 2)
+        out = F.pixel_shuffle(self.body(torch.cat([small, half_level], 1)), 2)
+        return out[..., :height, :width]
+
+
+class DnCNN(nn.Module):
+    """Blind residual denoiser: conv+ReLU layers with batch norm predict the noise, which
+    is subtracted from the input (17 layers of 64 in the paper)."""
+
+    def __init__(self, channels: int = 1, features: int = 64, depth: int = 17) -> None:
+        super().__init__()
+        self.channels, self.features, self.depth = channels, features, depth
+        self.body = _stack(channels, features, channels, depth, True)
+
+    def forward(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """Denoised pictures (``sigma`` is not used: DnCNN is blind)."""
+        return x - self.body(x)
+
+
+#: architecture name -> class
+ARCHITECTURES: dict[str, type[FFDNet] | type[DnCNN]] = {"ffdnet": FFDNet, "dncnn": DnCNN}

@@ -1,0 +1,67 @@
+"""Noise: seeded Gaussian noise, a camera noise model, and blind noise-level estimation."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def gaussian(images: torch.Tensor, sigma: float | torch.Tensor,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+    """``images`` (0..1) plus white Gaussian noise of ``sigma`` (0..255 scale; one number
+    or one per picture), not clipped (the published benchmarks do not clip)."""
+    level = torch.as_tensor(sigma, dtype=images.dtype, device=images.device) / 255
+    noise = torch.randn(images.shape, generator=generator, device=images.device,
+                        dtype=images.dtype)
+    return images + noise * level.reshape(-1, *[1] * (images.ndim - 1))
+
+
+def to_linear(images: torch.Tensor) -> torch.Tensor:
+    """sRGB (0..1) to linear light."""
+    return torch.where(images <= 0.04045, images / 12.92,
+                       ((images.clamp(min=0) + 0.055) / 1.055) ** 2.4)
+
+
+def to_srgb(linear: torch.Tensor) -> torch.Tensor:
+    """Linear light to sRGB (0..1)."""
+    linear = linear.clamp(0, 1)
+    return torch.where(linear <= 0.0031308, linear * 12.92,
+                       1.055 * linear ** (1 / 2.4) - 0.055)
+
+
+def camera(images: torch.Tensor, shot: float | torch.Tensor, read: float | torch.Tensor,
+           generator: torch.Generator | None = None) -> torch.Tensor:
+    """What a sensor does to ``images`` (sRGB 0..1): in linear light, signal-dependent
+    shot noise (variance ``shot`` x signal, Poisson-like) plus signal-independent read
+    noise (standard deviation ``read``), then the camera's gamma again, clipped to 0..1.
+    ``shot`` and ``read`` are one number or one per picture."""
+    linear = to_linear(images)
+    shape = (-1, *[1] * (images.ndim - 1))
+    a = torch.as_tensor(shot, dtype=images.dtype, device=images.device).reshape(shape)
+    b = torch.as_tensor(read, dtype=images.dtype, device=images.device).reshape(shape)
+    std = (a * linear + b ** 2).clamp(min=0).sqrt()
+    noise = torch.randn(images.shape, generator=generator, device=images.device,
+                        dtype=images.dtype)
+    return to_srgb(linear + std * noise)
+
+
+def estimate_sigma(images: torch.Tensor) -> torch.Tensor:
+    """Blind estimate of white Gaussian noise (0..255 scale), one per picture of
+    ``images`` (N, C, H, W) in 0..1: the median absolute deviation of the finest diagonal
+    Haar wavelet band over 0.6745 (Donoho and Johnstone 1994), taken over the flatter half
+    of the picture (where the band holds noise, not texture or edges)."""
+    x = images.mean(1, keepdim=True) if images.shape[1] > 1 else images
+    mix = images.shape[1] ** 0.5  # averaging C channels divides their noise by sqrt(C)
+    height, width = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+    x = x[..., :height, :width]
+    haar = torch.tensor([[[[0.5, -0.5], [-0.5, 0.5]]], [[[0.5, 0.5], [0.5, 0.5]]]],
+                        dtype=x.dtype, device=x.device)
+    diagonal, average = F.conv2d(x, haar, stride=2).split(1, 1)
+    # structure: gradient of the (smoothed) half-size picture, which noise barely moves
+    smooth = F.avg_pool2d(average, 3, 1, 1)
+    gy, gx = torch.gradient(smooth, dim=(2, 3))
+    structure = (gx.abs() + gy.abs()).flatten(1)
+    flat = structure <= structure.median(dim=1, keepdim=True).values
+    band = diagonal.flatten(1).abs()
+    mads = [b[f].median() for b, f in zip(band, flat, strict=True)]
+    return torch.stack(mads) / 0.6745 * 255 * mix

@@ -1,0 +1,67 @@
+"""Denoising networks (shapes, odd sizes, the noise map) and the noise models."""
+
+import pytest
+import torch
+
+from plugins.denoise.model import DnCNN, FFDNet
+from plugins.denoise.noise import camera, estimate_sigma, gaussian, to_linear, to_srgb
+
+
+@pytest.mark.parametrize("net", [FFDNet(1), FFDNet(3), FFDNet(3, features=32, depth=6),
+                                 DnCNN(1), DnCNN(3, features=32, depth=8)],
+                         ids=["ffdnet-gray", "ffdnet-color", "ffdnet-light", "dncnn-gray",
+                              "dncnn-light"])
+@pytest.mark.parametrize("size", [(1, 1), (33, 47), (64, 64)])
+def test_networks_keep_the_size_and_channels(net, size):
+    x = torch.rand(2, net.channels, *size)
+    with torch.no_grad():
+        out = net(x, torch.tensor([15.0, 50.0]))
+    assert out.shape == x.shape and torch.isfinite(out).all()
+
+
+def test_ffdnet_reads_its_noise_map():
+    net = FFDNet(1, features=16, depth=4).eval()
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        low, high = net(x, 5.0), net(x, 50.0)
+        spatial = net(x, torch.full((1, 1, 32, 32), 50.0))
+    assert not torch.allclose(low, high)
+    assert torch.allclose(spatial, high, atol=1e-6)
+
+
+def test_paper_sizes():
+    assert sum(p.numel() for p in FFDNet(1).parameters()) == pytest.approx(485_000, rel=0.05)
+    assert sum(p.numel() for p in DnCNN(1).parameters()) == pytest.approx(556_000, rel=0.05)
+
+
+def test_gaussian_noise_has_its_sigma_and_is_seeded():
+    x = torch.full((2, 1, 200, 200), 0.5)
+    noisy = gaussian(x, torch.tensor([10.0, 40.0]), torch.Generator().manual_seed(1))
+    std = (noisy - x).flatten(1).std(1) * 255
+    assert torch.allclose(std, torch.tensor([10.0, 40.0]), rtol=0.02)
+    again = gaussian(x, torch.tensor([10.0, 40.0]), torch.Generator().manual_seed(1))
+    assert torch.equal(noisy, again)
+
+
+def test_camera_noise_grows_with_the_signal_in_linear_light():
+    x = torch.rand(1, 3, 64, 64)
+    assert torch.allclose(to_srgb(to_linear(x)), x, atol=1e-5)
+    dark, bright = torch.full((1, 1, 100, 100), 0.1), torch.full((1, 1, 100, 100), 0.9)
+    g = torch.Generator().manual_seed(0)
+    dark_noise = (camera(dark, 0.01, 0.002, g) - 0.1).std()
+    bright_noise = (camera(bright, 0.01, 0.002, g) - 0.9).std()
+    linear_dark = (to_linear(camera(dark, 0.01, 0.002, g)) - to_linear(dark)).std()
+    linear_bright = (to_linear(camera(bright, 0.01, 0.002, g)) - to_linear(bright)).std()
+    assert linear_bright > 2 * linear_dark  # shot noise: more signal, more noise
+    assert dark_noise > 0 and bright_noise > 0
+
+
+@pytest.mark.parametrize("name", ["astronaut", "camera", "coffee", "chelsea"])
+@pytest.mark.parametrize("sigma", [15, 25, 50])
+def test_noise_level_estimate_is_within_15_percent(name, sigma):
+    from skimage import data
+
+    picture = torch.from_numpy(getattr(data, name)()).float() / 255
+    x = picture[None, None] if picture.ndim == 2 else picture.permute(2, 0, 1)[None]
+    noisy = gaussian(x, float(sigma), torch.Generator().manual_seed(sigma))
+    assert estimate_sigma(noisy).item() == pytest.approx(sigma, rel=0.15)
