@@ -80,7 +80,7 @@ def run_graph(graph_yaml: str | dict[str, Any], *, registry: Registry | None = N
     return Executor(graph).run()
 
 
-def run_node(plugin: str | type[Stage] | type[Sink], frames: Sequence[Frame],
+def run_node(plugin: str | type[Stage] | type[Sink], frames: Sequence[Frame], /,
              registry: Registry | None = None, **params: Any) -> list[Frame]:
     """Open a stage (or sink), feed it ``frames`` in this thread, return what it emitted.
 
