@@ -1,4 +1,4 @@
-"""The ``vidgraph`` command: run, validate, plugins, describe, draw, train.
+"""The ``vidgraph`` command: run, validate, plugins, describe, draw, train, eval.
 
 Exit status: 0 success, 1 failure while running (or opening), 2 invalid graph or usage.
 """
@@ -58,10 +58,11 @@ def _parser() -> argparse.ArgumentParser:
     desc = sub.add_parser("describe", help="show a plugin's ports and parameters")
     desc.add_argument("plugin")
     desc.add_argument("--json", action="store_true", help="print its JSON Schema")
-    train = sub.add_parser("train", help="train a model (see `vidgraph train -h`)")
-    kinds = train.add_subparsers(dest="what", required=True, metavar="WHAT")
-    for name, module in sorted(training.commands().items()):
-        module.configure(kinds.add_parser(name, help=(module.__doc__ or "").split("\n")[0]))
+    for kind, help_ in (("train", "train a model"), ("eval", "score a model on data")):
+        kinds = sub.add_parser(kind, help=f"{help_} (see `vidgraph {kind} -h`)")
+        whats = kinds.add_subparsers(dest="what", required=True, metavar="WHAT")
+        for name, module in sorted(training.commands(kind).items()):
+            module.configure(whats.add_parser(name, help=(module.__doc__ or "").split("\n")[0]))
     return parser
 
 
@@ -83,8 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    if args.command == "train":
-        return int(training.commands()[args.what].main(args))
+    if args.command in training.GROUPS:
+        return int(training.commands(args.command)[args.what].main(args))
     registry = Registry.from_entry_points()
     if args.command == "plugins":
         print(plugin_table(registry, markdown=args.markdown))

@@ -1,9 +1,10 @@
-"""What every ``vidgraph train`` command shares: the plugin hook, seeding, mixed precision,
-the learning-rate schedule and a progress bar.
+"""What every ``vidgraph train`` (and ``eval``) command shares: the plugin hook, seeding,
+mixed precision, the learning-rate schedule and a progress bar.
 
 A plugin adds a training command by registering a module under the entry point group
-``vidgraph.train`` (``classify = "plugins.senet.train"``); the module has
-``configure(parser)`` to declare its options and ``main(args) -> int`` to run.
+``vidgraph.train`` (``classify = "plugins.senet.train"``), an evaluation under
+``vidgraph.eval``; the module has ``configure(parser)`` to declare its options and
+``main(args) -> int`` to run.
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from typing import TextIO
 import numpy as np
 import torch
 
-GROUP = "vidgraph.train"
+GROUPS = {"train": "vidgraph.train", "eval": "vidgraph.eval"}
 
 
-def commands() -> dict[str, ModuleType]:
-    """The installed training commands, by name."""
-    return {ep.name: ep.load() for ep in entry_points(group=GROUP)}
+def commands(kind: str = "train") -> dict[str, ModuleType]:
+    """The installed ``train`` (or ``eval``) commands, by name."""
+    return {ep.name: ep.load() for ep in entry_points(group=GROUPS[kind])}
 
 
 def seed_everything(seed: int) -> torch.Generator:

@@ -1,0 +1,189 @@
+"""Train a denoiser on clean pictures with synthetic noise (`vidgraph train denoise`).
+
+Random patches, flipped and rotated, get Gaussian noise at a random level per patch (or,
+with ``--noise camera``, a sensor's shot and read noise in linear light); FFDNet is told
+each patch's level as its noise map, DnCNN is not (blind). The checkpoint that denoises a
+held-out set best (PSNR at sigma 25, seeded noise) is kept, and written at every
+improvement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline.device import resolve_device
+from pipeline.errors import VidgraphError
+from pipeline.training import ProgressBar, autocast, schedule, seed_everything
+from pipeline.weights import save_network
+
+from .model import ARCHITECTURES
+from .noise import camera, gaussian, to_linear, to_srgb
+
+PICTURES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Declare the command's options."""
+    parser.add_argument("data", nargs="+", help="folders of clean pictures")
+    parser.add_argument("--out", required=True, help="checkpoint to write (.pt)")
+    parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default="ffdnet")
+    parser.add_argument("--channels", type=int, choices=(1, 3), default=3,
+                        help="1: gray model, 3: colour model")
+    parser.add_argument("--features", type=int, help="channels per layer (light: 32)")
+    parser.add_argument("--depth", type=int, help="layers")
+    parser.add_argument("--patch", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--iterations", type=int, default=20000)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--noise", choices=("gaussian", "camera"), default="gaussian")
+    parser.add_argument("--sigma-max", type=float, default=75.0,
+                        help="gaussian: levels drawn from 0..this (0..255 scale)")
+    parser.add_argument("--shot-max", type=float, default=0.02, help="camera: shot gain")
+    parser.add_argument("--read-max", type=float, default=0.02, help="camera: read noise")
+    parser.add_argument("--holdout", type=int, default=8,
+                        help="pictures kept apart to choose the checkpoint")
+    parser.add_argument("--val-every", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
+
+
+def read_pictures(folders: list[str], channels: int) -> list[torch.Tensor]:
+    """Every picture under ``folders`` as a (C, H, W) float tensor in 0..1."""
+    files = sorted(p for folder in folders for p in Path(folder).rglob("*")
+                   if p.suffix.lower() in PICTURES)
+    if not files:
+        raise VidgraphError(f"no pictures in {', '.join(folders)}")
+    out = []
+    for file in files:
+        flag = cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR
+        image = cv2.imread(str(file), flag)
+        if image is None:
+            raise VidgraphError(f"cannot read picture '{file}'")
+        if channels == 3:
+            image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        tensor = torch.from_numpy(np.ascontiguousarray(image)).float() / 255
+        out.append(tensor[None] if channels == 1 else tensor.permute(2, 0, 1))
+    return out
+
+
+def patches(pictures: list[torch.Tensor], count: int, size: int,
+            rng: np.random.Generator) -> torch.Tensor:
+    """``count`` random patches (N, C, size, size), each flipped and rotated at random."""
+    out = []
+    for k in rng.integers(0, len(pictures), count):
+        picture = pictures[k]
+        y = rng.integers(0, max(1, picture.shape[1] - size + 1))
+        x = rng.integers(0, max(1, picture.shape[2] - size + 1))
+        patch = picture[:, y:y + size, x:x + size]
+        if patch.shape[1:] != (size, size):
+            patch = F.interpolate(patch[None], size=(size, size), mode="bilinear")[0]
+        patch = torch.rot90(patch, int(rng.integers(0, 4)), (1, 2))
+        out.append(patch.flip(2) if rng.random() < 0.5 else patch)
+    return torch.stack(out)
+
+
+def noisy_batch(clean: torch.Tensor, args: argparse.Namespace, generator: torch.Generator
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noisy patches and their noise maps (N, 1, H, W, 0..255 scale)."""
+    n = clean.shape[0]
+    if args.noise == "gaussian":
+        sigma = torch.rand(n, generator=generator).to(clean.device) * args.sigma_max
+        noisy = gaussian(clean, sigma, generator if clean.device.type == "cpu" else None)
+        return noisy, sigma.view(n, 1, 1, 1).expand(n, 1, *clean.shape[-2:])
+    shot = torch.rand(n, generator=generator).to(clean.device) * args.shot_max
+    read = torch.rand(n, generator=generator).to(clean.device) * args.read_max
+    noisy = camera(clean, shot, read, generator if clean.device.type == "cpu" else None)
+    # the sRGB standard deviation: linear noise times the slope of the gamma curve
+    linear = to_linear(clean)
+    std = (shot.view(n, 1, 1, 1) * linear + read.view(n, 1, 1, 1) ** 2).sqrt()
+    slope = (to_srgb(linear + 1e-3) - to_srgb((linear - 1e-3).clamp(min=0))) / 2e-3
+    return noisy, (std * slope).mean(1, keepdim=True) * 255
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Peak signal-to-noise ratio in dB for pictures in 0..1."""
+    return 10 * math.log10(1 / max(1e-12, float(((a.clamp(0, 1) - b) ** 2).mean())))
+
+
+def main(args: argparse.Namespace) -> int:
+    """Train, choose on the held-out pictures, save; returns the exit status."""
+    device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    generator = seed_everything(args.seed)
+    rng = np.random.default_rng(args.seed)
+    pictures = read_pictures(args.data, args.channels)
+    order = rng.permutation(len(pictures))
+    held = [pictures[i] for i in order[:args.holdout]]
+    train = [pictures[i] for i in order[args.holdout:]] or held
+    arch_args: dict[str, Any] = {"channels": args.channels}
+    if args.features:
+        arch_args["features"] = args.features
+    if args.depth:
+        arch_args["depth"] = args.depth
+    net = ARCHITECTURES[args.arch](**arch_args).to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=args.lr)
+    scheduler = schedule(optimizer, args.iterations, max(1, args.iterations // 100))
+    check = torch.Generator().manual_seed(1234)
+    val_clean = [p[:, :256, :256].to(device) for p in held]
+    val_noisy = [gaussian(p[None].cpu(), 25.0, check).to(device) for p in val_clean]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    info: dict[str, Any] = {
+        "command": "vidgraph train denoise " + shlex.join(sys.argv[3:]),
+        "data": args.data, "pictures": len(train), "held_out": len(held), "seed": args.seed,
+        "iterations": args.iterations, "patch": args.patch, "batch_size": args.batch_size,
+        "noise": args.noise, "sigma_max": args.sigma_max,
+        "hardware": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                     else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"),
+        "torch": str(torch.__version__),
+    }
+    print(f"{len(train)} training and {len(held)} held-out pictures; {args.arch} "
+          f"{sum(p.numel() for p in net.parameters()):,} parameters; {device}",
+          file=sys.stderr)
+    bar = ProgressBar(args.iterations, "train", every=max(1, args.iterations // 50))
+    best, history, started = -1.0, [], time.monotonic()
+    for step in range(1, args.iterations + 1):
+        net.train()
+        clean = patches(train, args.batch_size, args.patch, rng).to(device)
+        noisy, level = noisy_batch(clean, args, generator)
+        with autocast(device):
+            loss = F.mse_loss(net(noisy, level).float(), clean)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        bar.update(loss=loss.item())
+        if step % args.val_every == 0 or step == args.iterations:
+            score = validate(net, val_noisy, val_clean)
+            history.append({"step": step, "loss": loss.item(), "val_psnr_25": score})
+            if score > best:
+                best = score
+                info.update(best_step=step, val_psnr_25=score, history=history,
+                            minutes=round((time.monotonic() - started) / 60, 1))
+                save_network(out, net, args.arch, arch_args, info)
+    bar.close()
+    print(f"saved {out}: held-out PSNR {best:.2f} dB at sigma 25 (step {info['best_step']}); "
+          f"{(time.monotonic() - started) / 60:.1f} min", file=sys.stderr)
+    return 0
+
+
+@torch.no_grad()
+def validate(net: torch.nn.Module, noisy: list[torch.Tensor],
+             clean: list[torch.Tensor]) -> float:
+    """Mean PSNR (dB) of the network's output on held-out noisy pictures (sigma 25)."""
+    net.eval()
+    return float(np.mean([psnr(net(x, 25.0)[0], c) for x, c in zip(noisy, clean, strict=True)]))
