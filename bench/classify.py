@@ -9,8 +9,6 @@ Prints a table and writes bench/results/classify.json.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 from pathlib import Path
 
@@ -19,7 +17,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[0] = str(ROOT)
 
-from bench.timing import rate  # noqa: E402
+from bench.timing import rate, write_report  # noqa: E402
 from plugins.senet import checkpoint  # noqa: E402
 from plugins.senet.model import se_resnet  # noqa: E402
 
@@ -60,13 +58,7 @@ def main() -> int:
             per_second = rate(run, batch, args.seconds)
             rows.append({"model": name, "batch": batch, "per_second": per_second})
             print(f"{name:26} batch {batch:4}: {per_second:9.1f} pictures/s", flush=True)
-    report = {"device": str(device), "half": args.half, "torch": str(torch.__version__),
-              "torch_threads": torch.get_num_threads(),
-              "machine": platform.processor() or platform.machine(),
-              "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-              "rows": rows}
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.json, device, rows, half=args.half)
     return 0
 
 

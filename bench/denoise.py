@@ -11,8 +11,6 @@ and writes bench/results/denoise.json.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[0] = str(ROOT)
 
-from bench.timing import rate  # noqa: E402
+from bench.timing import rate, write_report  # noqa: E402
 from plugins.denoise.evaluate import bm3d_method  # noqa: E402
 from plugins.denoise.model import DnCNN, FFDNet  # noqa: E402
 from plugins.denoise.temporal import merge  # noqa: E402
@@ -73,13 +71,7 @@ def main() -> int:
         small = args.sizes[0]
         picture = torch.rand(3, *SIZES[small])
         record("BM3D", small, rate(lambda: bm3d(picture, 25.0), 1, args.seconds))
-    report = {"device": str(device), "half": args.half, "torch": str(torch.__version__),
-              "torch_threads": torch.get_num_threads(),
-              "machine": platform.processor() or platform.machine(),
-              "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-              "rows": rows}
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.json, device, rows, half=args.half)
     return 0
 
 

@@ -10,8 +10,6 @@ and writes bench/results/style.json.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 from pathlib import Path
 
@@ -20,7 +18,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[0] = str(ROOT)
 
-from bench.timing import rate  # noqa: E402
+from bench.timing import rate, write_report  # noqa: E402
 from plugins.style.model import JohnsonNet, UlyanovNet  # noqa: E402
 
 SIZES = {"640x360": (360, 640), "1280x720": (720, 1280), "1920x1080": (1080, 1920)}
@@ -57,13 +55,7 @@ def main() -> int:
             fps = rate(run, args.batch, args.seconds)
             rows.append({"network": name, "frames": size, "fps": fps})
             print(f"{name:14} {size:10} batch {args.batch}: {fps:8.2f} fps", flush=True)
-    report = {"device": str(device), "half": half, "batch": args.batch,
-              "torch": str(torch.__version__), "torch_threads": torch.get_num_threads(),
-              "machine": platform.processor() or platform.machine(),
-              "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-              "rows": rows}
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.json, device, rows, half=half, batch=args.batch)
     return 0
 
 
