@@ -112,12 +112,6 @@ def test_each_plugin_docstring_ends_with_an_example_that_runs(
 
         checkpoint.save(tmp_path / "my_style.pt", JohnsonNet(width=0.25), "johnson",
                         {"width": 0.25}, {})
-    if plugin == "denoise":  # no denoiser ships yet: an untrained light one
-        from pipeline.weights import save_network
-        from plugins.denoise.model import FFDNet
-
-        save_network(tmp_path / "my_denoiser.pt", FFDNet(3, features=16, depth=4), "ffdnet",
-                     {"channels": 3, "features": 16, "depth": 4}, {})
     if plugin == "image_source":
         import cv2
         import numpy as np

@@ -30,16 +30,15 @@ Method = Callable[[torch.Tensor, float], torch.Tensor]
 def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
     """Structural similarity (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5) of two
     pictures (C, H, W) in 0..1, averaged over channels."""
-    coords = torch.arange(11, dtype=torch.float64) - 5
+    coords = torch.arange(11, dtype=torch.float32) - 5
     g = torch.exp(-coords ** 2 / (2 * 1.5 ** 2))
-    window = (g[:, None] * g[None, :] / g.sum() ** 2)[None, None]
-    x, y = a.double()[:, None], b.double()[:, None]
-
-    def blur(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(t, window)
-
-    mx, my = blur(x), blur(y)
-    vx, vy, cxy = blur(x * x) - mx ** 2, blur(y * y) - my ** 2, blur(x * y) - mx * my
+    g = g / g.sum()
+    # five maps at once, the Gaussian window applied separably
+    x, y = a.float()[:, None], b.float()[:, None]
+    maps = torch.cat([x, y, x * x, y * y, x * y], 1).flatten(0, 1)[:, None]
+    maps = F.conv2d(F.conv2d(maps, g.view(1, 1, 1, 11)), g.view(1, 1, 11, 1))
+    mx, my, xx, yy, xy = maps.view(a.shape[0], 5, *maps.shape[-2:]).unbind(1)
+    vx, vy, cxy = xx - mx ** 2, yy - my ** 2, xy - mx * my
     c1, c2 = 0.01 ** 2, 0.03 ** 2
     value = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
     return float(value.mean())
@@ -100,8 +99,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="a denoiser to score (built-in name or checkpoint; repeatable)")
     parser.add_argument("--channels", type=int, choices=(1, 3), default=1,
                         help="score on gray (1) or colour (3) pictures")
-    parser.add_argument("--no-baselines", action="store_true",
-                        help="skip non-local means and BM3D")
+    parser.add_argument("--baselines", default="nlm,bm3d",
+                        help="classic methods to score beside the models: nlm, bm3d (when "
+                        "the bm3d package is installed), comma-separated, or none")
     parser.add_argument("--tile", type=int, help="run models in tiles of this side")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", help="also write the table here")
@@ -117,11 +117,12 @@ def main(args: argparse.Namespace) -> int:
     device = torch.device(args.device)
     methods: dict[str, Method] = {name: model_method(name, device, args.tile)
                                   for name in args.model}
-    if not args.no_baselines:
+    baselines = set(args.baselines.split(","))
+    if "nlm" in baselines:
         methods["non-local means (OpenCV)"] = non_local_means
-        found = bm3d_method()
-        if found is not None:
-            methods["BM3D"] = found
+    found = bm3d_method() if "bm3d" in baselines else None
+    if found is not None:
+        methods["BM3D"] = found
     rows = []
     for sigma in levels:
         noisy = [gaussian(p, sigma, torch.Generator().manual_seed(i * 1000 + int(sigma)))

@@ -124,8 +124,8 @@ class AddNoise(Stage):
 class DenoiseParams(Params):
     """Parameters of ``denoise``."""
 
-    model: str = Field(description="a built-in denoiser (gray, color, gray-light, "
-                       "color-light) or a checkpoint from `vidgraph train denoise`")
+    model: str = Field("gray-light", description="a built-in denoiser (gray-light so far) "
+                       "or a checkpoint from `vidgraph train denoise`")
     sigma: float | Literal["auto"] = Field("auto", description="noise level of the frames "
                                            "(0..255 scale), or auto: estimated per frame")
     max_side: int | None = Field(None, ge=32, description="denoise a copy scaled so its "
@@ -144,7 +144,7 @@ class Denoise(Stage):
     nodes:
       src: {plugin: testsrc, width: 96, height: 64, duration: 0.2}
       noisy: {plugin: add_noise, input: src, sigma: 20}
-      clean: {plugin: denoise, input: noisy, model: out/my_denoiser.pt}
+      clean: {plugin: denoise, input: noisy, model: gray-light, sigma: 20}
       out: {plugin: null_sink, input: clean}
     ```
     """

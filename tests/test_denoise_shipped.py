@@ -1,0 +1,36 @@
+"""The shipped denoisers on real pictures they never saw (scikit-image's bundled ones):
+far better than the noisy input, and better than OpenCV's non-local means at sigma 25."""
+
+import math
+
+import pytest
+import torch
+
+from plugins.denoise.apply import WEIGHTS, load
+from plugins.denoise.evaluate import non_local_means
+from plugins.denoise.noise import gaussian
+
+SHIPPED = sorted(p.stem for p in WEIGHTS.glob("*.pt"))
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return 10 * math.log10(1 / float(((a.clamp(0, 1) - b) ** 2).mean()))
+
+
+def test_a_denoiser_is_shipped():
+    assert "gray-light" in SHIPPED
+
+
+@pytest.mark.parametrize("name", [n for n in SHIPPED if n.startswith("gray")])
+@pytest.mark.parametrize("picture", ["camera", "moon", "coins", "brick"])
+def test_gray_denoiser_beats_the_noise_and_non_local_means_at_sigma_25(name, picture):
+    from skimage import data
+
+    net, _ = load(name)
+    clean = torch.from_numpy(getattr(data, picture)()).float()[None] / 255
+    noisy = gaussian(clean[None], 25.0, torch.Generator().manual_seed(7))[0]
+    with torch.no_grad():
+        ours = net(noisy[None], 25.0)[0]
+    nlm = non_local_means(noisy, 25.0)
+    assert psnr(ours, clean) > psnr(noisy, clean) + 6.0
+    assert psnr(ours, clean) > psnr(nlm, clean)
