@@ -77,6 +77,21 @@ def test_a_moving_square_does_not_ghost():
     assert abs(float(last[..., 35:55, 127:147].mean()) - 0.95) < 0.02  # and where it is
 
 
+def test_a_square_of_another_colour_but_equal_brightness_does_not_ghost():
+    g = torch.Generator().manual_seed(3)
+    background = torch.tensor([0.6, 0.2, 0.4]).view(1, 3, 1, 1)
+    pictures = []
+    for k in range(5):
+        picture = background.expand(1, 3, 96, 160).clone()
+        picture[..., 30:60, 10 + 28 * k:40 + 28 * k] = torch.tensor([0.2, 0.6, 0.4]).view(
+            1, 3, 1, 1)
+        pictures.append(gaussian(picture, 10.0, g))
+    last = unit(run_node("temporal_denoise", frames_of(pictures), frames=4, sigma=10)[-1])
+    for k in range(4):  # where the square was: the background's colour, not a blend
+        red = float(last[0, 0, 35:55, 15 + 28 * k:35 + 28 * k].mean())
+        assert abs(red - 0.6) < 0.02
+
+
 def test_add_noise_is_seeded_and_has_its_level():
     flat = [Frame.from_image(np.full((100, 120, 3), 128, np.uint8), index=i) for i in range(2)]
     a = run_node("add_noise", flat, sigma=12, seed=4)

@@ -76,13 +76,14 @@ def merge(current: torch.Tensor, earlier: list[torch.Tensor], sigma: torch.Tenso
     past what that noise explains (``strength`` scales the allowance)."""
     total = current.clone()
     weights = torch.ones_like(current[:, :1])
-    # E|a - b| for two pixels with independent noise, averaged over C channels
-    expected = (sigma / 255).view(-1, 1, 1, 1) * 1.128 / current.shape[1] ** 0.5 + 1e-4
+    # E|a - b| for two pixels with independent noise
+    expected = (sigma / 255).view(-1, 1, 1, 1) * 1.128 + 1e-4
     for frame in earlier:
         moved = _shifted(frame, align(current, frame, tile, search), tile)
         # a 5x5 window mean of |difference|: noise alone stays near `expected`, a real
-        # change goes well past it
-        difference = F.avg_pool2d(_gray(moved - current).abs(), 5, 1, 2,
+        # change goes well past it. Per channel before averaging, so that a change of
+        # colour at equal brightness counts too (it would cancel in a gray difference).
+        difference = F.avg_pool2d((moved - current).abs().mean(1, keepdim=True), 5, 1, 2,
                                   count_include_pad=False)
         excess = (difference / expected - 1).clamp(min=0)
         weight = (1 - excess / (1.5 * strength)).clamp(0, 1)
