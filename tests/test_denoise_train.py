@@ -81,6 +81,20 @@ def test_gray_model_cleans_gray_frames_and_keeps_the_colour_of_colour_ones(train
     assert chroma.abs().mean() < 1.0  # grey levels: colour differences pass through
 
 
+def test_split_view_keeps_the_input_left_of_a_line(trained):
+    from skimage import data
+
+    colour = cv2.resize(data.astronaut(), (160, 96), interpolation=cv2.INTER_AREA)
+    noisy = gaussian(torch.from_numpy(colour).float() / 255, 20.0,
+                     torch.Generator().manual_seed(2)).clamp(0, 1)
+    image = (noisy * 255).round().byte()
+    (out,) = run_node("denoise", [Frame.from_image(image)], model=str(trained), sigma=20,
+                      split=0.25)
+    assert torch.equal(out.image[:, :39], image[:, :39])  # the input, left of the line
+    assert (out.image[:, 39:41] == 255).all()  # the line
+    assert not torch.equal(out.image[:, 41:], image[:, 41:])  # denoised right of it
+
+
 def test_eval_prints_psnr_and_ssim_beside_non_local_means(trained, pictures, capsys):
     assert main(["eval", "denoise", "--data", str(pictures), "--sigma", "25",
                  "--model", str(trained)]) == 0

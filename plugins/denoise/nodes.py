@@ -133,6 +133,8 @@ class DenoiseParams(Params):
     tile: int | None = Field(None, ge=64, description="process in overlapping tiles of "
                              "this side (large frames, little memory); no seams")
     half: bool = Field(False, description="fp16 on CUDA")
+    split: float | None = Field(None, gt=0, lt=1, description="before/after view: keep the "
+                                "input left of this fraction of the width, a line between")
 
 
 class Denoise(Stage):
@@ -184,4 +186,9 @@ class Denoise(Stage):
         if clean.shape[-2:] != (height, width):
             clean = x + F.interpolate(clean - small, size=(height, width), mode="bilinear",
                                       align_corners=False)
+        if p.split is not None:
+            cut = round(width * p.split)
+            line = max(1, width // 320)
+            clean[..., :cut] = x[..., :cut]
+            clean[..., max(0, cut - line):cut + line] = 1.0
         return frame.replace(image=_to_image(clean))
