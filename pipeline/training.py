@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import platform
 import random
 import sys
 import time
@@ -41,11 +42,37 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager[None]:
-    """bfloat16 mixed precision on CUDA; a no-op on the CPU (where it is slower)."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def mixed_precision(device: torch.device, cpu: bool = False) -> bool:
+    """Whether :func:`autocast` computes in bfloat16 on ``device``: always on CUDA; on the
+    CPU only when asked (``cpu``, a trainer's ``--bf16``) and when the CPU has native
+    bfloat16 arithmetic (AVX-512 BF16 or AMX). There oneDNN runs wide 3x3 convolutions
+    (full denoisers, VGG) about twice as fast, while narrow networks (the light
+    denoisers, the compact SE-ResNet) get slower; emulated bfloat16 is always slower."""
+    return device.type == "cuda" or (cpu and device.type == "cpu" and native_bf16())
+
+
+def autocast(device: torch.device, enabled: bool = True, cpu: bool = False
+             ) -> contextlib.AbstractContextManager[None]:
+    """bfloat16 mixed precision where :func:`mixed_precision` says so, else nothing."""
+    if enabled and mixed_precision(device, cpu):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def run_facts(device: torch.device, cpu_mixed: bool = False) -> dict[str, str]:
+    """What a checkpoint records of the machine that trained it: hardware, torch version,
+    and arithmetic (``cpu_mixed`` as passed to :func:`autocast`)."""
+    hardware = (torch.cuda.get_device_name(device) if device.type == "cuda" else
+                f"CPU ({platform.processor() or platform.machine()}, "
+                f"{torch.get_num_threads()} threads)")
+    return {"hardware": hardware, "torch": str(torch.__version__),
+            "precision": "bfloat16 mixed" if mixed_precision(device, cpu_mixed) else "float32"}
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes in bfloat16 natively (oneDNN's own check)."""
+    return bool(torch.backends.mkldnn.is_available()
+                and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def schedule(optimizer: torch.optim.Optimizer, total_steps: int,

@@ -11,6 +11,7 @@ import torch
 from pipeline.cli import main
 from pipeline.frame import Frame
 from pipeline.testing import run_node
+from pipeline.training import native_bf16
 from plugins.denoise.apply import load, tiled
 from plugins.denoise.evaluate import ssim
 from plugins.denoise.noise import gaussian
@@ -37,7 +38,7 @@ def trained(pictures, tmp_path_factory) -> Path:
     assert main(["train", "denoise", str(pictures), "--out", str(out), "--channels", "1",
                  "--features", "16", "--depth", "5", "--patch", "40", "--batch-size", "16",
                  "--iterations", "120", "--val-every", "40", "--holdout", "2", "--lr", "2e-3",
-                 "--threads", "2"]) == 0
+                 "--threads", "2", "--bf16"]) == 0
     return out
 
 
@@ -50,6 +51,7 @@ def test_short_training_run_improves_on_held_out_pictures(trained):
     scores = [h["val_psnr_25"] for h in info["history"]]
     assert len(scores) == 3 and scores[-1] > scores[0]
     assert info["val_psnr_25"] > 21.0  # the noisy input is at 20.2 dB
+    assert info["precision"] == ("bfloat16 mixed" if native_bf16() else "float32")
 
 
 def test_tiles_and_whole_frame_agree_within_005_db(trained):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import shlex
 import sys
 import time
@@ -25,7 +24,7 @@ import torch.nn.functional as F
 
 from pipeline.device import resolve_device
 from pipeline.errors import VidgraphError
-from pipeline.training import ProgressBar, autocast, schedule, seed_everything
+from pipeline.training import ProgressBar, autocast, run_facts, schedule, seed_everything
 from pipeline.weights import save_network
 
 from .model import ARCHITECTURES
@@ -58,6 +57,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision on "
+                        "the CPU too, where it is native (AVX-512 BF16, AMX): about twice "
+                        "as fast for full-width networks, slower for light ones")
 
 
 def read_pictures(folders: list[str], channels: int) -> list[torch.Tensor]:
@@ -147,9 +149,7 @@ def main(args: argparse.Namespace) -> int:
         "data": args.data, "pictures": len(train), "held_out": len(held), "seed": args.seed,
         "iterations": args.iterations, "patch": args.patch, "batch_size": args.batch_size,
         "noise": args.noise, "sigma_max": args.sigma_max,
-        "hardware": (torch.cuda.get_device_name(device) if device.type == "cuda"
-                     else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"),
-        "torch": str(torch.__version__),
+        **run_facts(device, cpu_mixed=args.bf16),
     }
     print(f"{len(train)} training and {len(held)} held-out pictures; {args.arch} "
           f"{sum(p.numel() for p in net.parameters()):,} parameters; {device}",
@@ -160,7 +160,7 @@ def main(args: argparse.Namespace) -> int:
         net.train()
         clean = patches(train, args.batch_size, args.patch, rng).to(device)
         noisy, level = noisy_batch(clean, args, generator)
-        with autocast(device):
+        with autocast(device, cpu=args.bf16):
             loss = F.mse_loss(net(noisy, level).float(), clean)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

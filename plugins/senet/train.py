@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import shlex
 import sys
 import time
@@ -24,7 +23,14 @@ import torch.nn.functional as F
 
 from pipeline.device import resolve_device
 from pipeline.errors import VidgraphError
-from pipeline.training import ProgressBar, autocast, batches, schedule, seed_everything
+from pipeline.training import (
+    ProgressBar,
+    autocast,
+    batches,
+    run_facts,
+    schedule,
+    seed_everything,
+)
 
 from .checkpoint import Classifier
 from .data import LabelledImages, read
@@ -105,8 +111,7 @@ def main(args: argparse.Namespace) -> int:
     info: dict[str, Any] = {
         "command": "vidgraph train classify " + shlex.join(sys.argv[3:] if len(sys.argv) > 3
                                                             else []),
-        "seed": args.seed, "epochs": args.epochs, "hardware": _hardware(device),
-        "torch": str(torch.__version__), "fp16": True,
+        "seed": args.seed, "epochs": args.epochs, **run_facts(device), "fp16": True,
     }
 
     def keep(best: dict[str, Any], history: list[dict[str, float]]) -> None:
@@ -248,9 +253,3 @@ def predict(model: Classifier, images: torch.Tensor, device: torch.device,
         with autocast(device):
             out.append(model.net(x).argmax(1).cpu())
     return torch.cat(out)
-
-
-def _hardware(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"

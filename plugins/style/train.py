@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import platform
 import shlex
 import sys
 import time
@@ -27,7 +26,7 @@ import torch.nn.functional as F
 
 from pipeline.device import resolve_device
 from pipeline.errors import VidgraphError
-from pipeline.training import ProgressBar, autocast, schedule, seed_everything
+from pipeline.training import ProgressBar, autocast, run_facts, schedule, seed_everything
 
 from . import checkpoint
 from .losses import CONTENT_LAYERS, STYLE_LAYERS, PerceptualLoss
@@ -66,6 +65,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision on "
+                        "the CPU too, where it is native (AVX-512 BF16, AMX): about twice "
+                        "as fast for full-width networks, slower for light ones")
 
 
 def read_picture(path: Path) -> np.ndarray:
@@ -176,7 +178,7 @@ def main(args: argparse.Namespace) -> int:
     for step in range(1, args.iterations + 1):
         net.train()
         x = sample(pictures, args.batch_size, args.size, rng).to(device)
-        with autocast(device):
+        with autocast(device, cpu=args.bf16):
             y = net(x)
             losses = dict(loss_fn(y.float(), x))
             if args.temporal_weight:
@@ -203,9 +205,7 @@ def main(args: argparse.Namespace) -> int:
         "content_pictures": len(pictures),
         "final_losses": {k: float(np.mean([h[k] for h in last])) for k in losses},
         "first_losses": history[0], "minutes": round((time.monotonic() - started) / 60, 1),
-        "hardware": (torch.cuda.get_device_name(device) if device.type == "cuda"
-                     else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"),
-        "torch": str(torch.__version__),
+        **run_facts(device, cpu_mixed=args.bf16),
         "history": history[:: max(1, len(history) // 200)],
     }
     checkpoint.save(out, net, args.arch, arch_args, info)

@@ -1,0 +1,40 @@
+"""What the trainers share: mixed precision where it pays, the learning-rate schedule,
+and what a checkpoint records of the machine."""
+
+import itertools
+
+import pytest
+import torch
+
+from pipeline import training
+from pipeline.training import autocast, mixed_precision, run_facts, schedule
+
+CPU = torch.device("cpu")
+
+
+def test_cpu_bfloat16_only_when_asked_and_native(monkeypatch):
+    monkeypatch.setattr(training, "native_bf16", lambda: True)
+    assert mixed_precision(CPU, cpu=True) and not mixed_precision(CPU)
+    with autocast(CPU, cpu=True):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    with autocast(CPU):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+    assert run_facts(CPU, cpu_mixed=True)["precision"] == "bfloat16 mixed"
+    monkeypatch.setattr(training, "native_bf16", lambda: False)
+    assert not mixed_precision(CPU, cpu=True)
+    with autocast(CPU, cpu=True):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+    assert run_facts(CPU, cpu_mixed=True)["precision"] == "float32"
+
+
+def test_schedule_warms_up_then_decays_to_zero():
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    scheduler = schedule(optimizer, total_steps=100, warmup_steps=10)
+    rates = []
+    for _ in range(100):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in itertools.pairwise(rates[9:]))
+    assert rates[-1] < 0.01
