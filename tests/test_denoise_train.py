@@ -97,6 +97,29 @@ def test_split_view_keeps_the_input_left_of_a_line(trained):
     assert not torch.equal(out.image[:, 41:], image[:, 41:])  # denoised right of it
 
 
+def test_a_batch_of_two_sizes_and_noise_levels_matches_frame_by_frame(trained):
+    from skimage import data
+
+    from pipeline.node import NodeContext
+    from pipeline.registry import Registry
+
+    g = torch.Generator().manual_seed(3)
+    frames = []
+    for k, (size, sigma) in enumerate([((96, 128), 10.0), ((64, 80), 30.0), ((96, 128), 30.0)]):
+        clean = cv2.resize(data.astronaut(), size[::-1], interpolation=cv2.INTER_AREA)
+        noisy = gaussian(torch.from_numpy(clean).float() / 255, sigma, g).clamp(0, 1)
+        frames.append(Frame.from_image((noisy * 255).round().byte(), index=k, stream=str(k)))
+    cls = Registry.from_entry_points().get("denoise")
+    node = cls(cls.Params(model=str(trained), sigma="auto"),
+               NodeContext("clean", torch.device("cpu"), batch_size=3))
+    node.open()
+    together = node.process_batch(frames)
+    alone = [run_node("denoise", [f], model=str(trained), sigma="auto")[0] for f in frames]
+    for a, b in zip(together, alone, strict=True):
+        assert a.stream == b.stream and a.image.shape == b.image.shape
+        assert (a.image.int() - b.image.int()).abs().max() <= 1
+
+
 def test_eval_prints_psnr_and_ssim_beside_non_local_means(trained, pictures, capsys):
     assert main(["eval", "denoise", "--data", str(pictures), "--sigma", "25",
                  "--model", str(trained)]) == 0

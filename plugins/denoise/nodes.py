@@ -140,7 +140,9 @@ class DenoiseParams(Params):
 class Denoise(Stage):
     """Removes sensor noise with a learned denoiser (FFDNet or DnCNN). A colour model
     cleans all three channels; a gray model cleans the luma and keeps the colour. With
-    ``sigma: auto`` each frame's noise level is estimated from the picture itself.
+    ``sigma: auto`` each frame's noise level is estimated from the picture itself. With
+    ``batch_size`` the frames of a batch (of any streams) that share a size go through
+    the network together, each with its own noise level.
 
     ```yaml
     nodes:
@@ -162,11 +164,27 @@ class Denoise(Stage):
         self.dtype = torch.float16 if half else torch.float32
         self.net.to(self.device, self.dtype)
 
-    @torch.inference_mode()
     def process(self, frame: Frame) -> Frame:
+        return self.process_batch([frame])[0]
+
+    @torch.inference_mode()
+    def process_batch(self, frames: list[Frame]) -> list[Frame]:  # type: ignore[override]
+        # frames of one size (of any streams) go through the network together
+        out: dict[int, Frame] = {}
+        sizes: dict[tuple[int, ...], list[int]] = {}
+        for i, frame in enumerate(frames):
+            sizes.setdefault(tuple(frame.image.shape), []).append(i)
+        for members in sizes.values():
+            x = torch.cat([_to_unit(frames[i]) for i in members])
+            clean = self._denoise(x)
+            for i, picture in zip(members, clean.split(1), strict=True):
+                out[i] = frames[i].replace(image=_to_image(picture))
+        return [out[i] for i in range(len(frames))]
+
+    def _denoise(self, x: torch.Tensor) -> torch.Tensor:
+        """Denoised pictures (N, 3, H, W, 0..1)."""
         p = self.params
-        x = _to_unit(frame)
-        height, width = x.shape[-2:]
+        n, _, height, width = x.shape
         small = x
         if p.max_side is not None and max(height, width) > p.max_side:
             factor = p.max_side / max(height, width)
@@ -179,8 +197,8 @@ class Denoise(Stage):
             sigma = estimate_sigma(luma if gray else small)
         else:
             # the luma of three channels with noise sigma carries 0.668 sigma
-            sigma = torch.tensor([float(p.sigma) * (LUMA_NOISE if gray else 1.0)],
-                                 device=small.device)
+            sigma = torch.full((n,), float(p.sigma) * (LUMA_NOISE if gray else 1.0),
+                               device=small.device)
         clean = denoise_rgb(self.net, small.to(self.dtype), sigma.to(self.dtype), p.tile)
         clean = clean.float()
         if clean.shape[-2:] != (height, width):
@@ -191,4 +209,4 @@ class Denoise(Stage):
             line = max(1, width // 320)
             clean[..., :cut] = x[..., :cut]
             clean[..., max(0, cut - line):cut + line] = 1.0
-        return frame.replace(image=_to_image(clean))
+        return clean
