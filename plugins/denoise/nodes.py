@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from pipeline.batching import group_by_size
 from pipeline.frame import Frame
 from pipeline.node import Params, Stage
 
@@ -169,17 +170,12 @@ class Denoise(Stage):
 
     @torch.inference_mode()
     def process_batch(self, frames: list[Frame]) -> list[Frame]:  # type: ignore[override]
-        # frames of one size (of any streams) go through the network together
-        out: dict[int, Frame] = {}
-        sizes: dict[tuple[int, ...], list[int]] = {}
-        for i, frame in enumerate(frames):
-            sizes.setdefault(tuple(frame.image.shape), []).append(i)
-        for members in sizes.values():
-            x = torch.cat([_to_unit(frames[i]) for i in members])
-            clean = self._denoise(x)
-            for i, picture in zip(members, clean.split(1), strict=True):
+        out = list(frames)
+        for group in group_by_size(frames).values():
+            clean = self._denoise(torch.cat([_to_unit(frames[i]) for i in group]))
+            for i, picture in zip(group, clean.split(1), strict=True):
                 out[i] = frames[i].replace(image=_to_image(picture))
-        return [out[i] for i in range(len(frames))]
+        return out
 
     def _denoise(self, x: torch.Tensor) -> torch.Tensor:
         """Denoised pictures (N, 3, H, W, 0..1)."""
