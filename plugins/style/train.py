@@ -78,6 +78,14 @@ def read_picture(path: Path) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def style_target(path: Path, side: int) -> np.ndarray:
+    """The painting as the loss network sees it: RGB, its longer side scaled to ``side``."""
+    picture = read_picture(path)
+    scale = side / max(picture.shape[:2])
+    return cv2.resize(picture, None, fx=scale, fy=scale,
+                      interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+
+
 def _shorter_side(image: np.ndarray, side: int) -> np.ndarray:
     height, width = image.shape[:2]
     scale = side / min(height, width)
@@ -143,10 +151,7 @@ def main(args: argparse.Namespace) -> int:
     seed_everything(args.seed)
     rng = np.random.default_rng(args.seed)
     style_file = Path(args.style)
-    style_picture = read_picture(style_file)
-    scale = args.style_size / max(style_picture.shape[:2])
-    style_picture = cv2.resize(style_picture, None, fx=scale, fy=scale,
-                               interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    style_picture = style_target(style_file, args.style_size)
     pictures = content_pictures(args.content, round(args.size * 1.15), args.frames)
     arch_args: dict[str, Any] = {"width": args.width}
     if args.arch == "johnson" and args.blocks:
@@ -200,8 +205,9 @@ def main(args: argparse.Namespace) -> int:
         "style": style_file.name,
         "style_sha256": hashlib.sha256(style_file.read_bytes()).hexdigest(),
         "seed": args.seed, "iterations": args.iterations, "batch_size": args.batch_size,
-        "size": args.size, "weights": weights, "content_layers": args.content_layers,
-        "style_layers": args.style_layers, "content": str(args.content),
+        "size": args.size, "style_size": args.style_size, "weights": weights,
+        "content_layers": args.content_layers, "style_layers": args.style_layers,
+        "content": str(args.content),
         "content_pictures": len(pictures),
         "final_losses": {k: float(np.mean([h[k] for h in last])) for k in losses},
         "first_losses": history[0], "minutes": round((time.monotonic() - started) / 60, 1),
