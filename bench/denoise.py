@@ -30,7 +30,8 @@ from plugins.denoise.temporal import merge  # noqa: E402
 SIZES = {"640x360": (360, 640), "1280x720": (720, 1280), "1920x1080": (1080, 1920)}
 NETWORKS: dict[str, Callable[[], torch.nn.Module]] = {
     "ffdnet color": lambda: FFDNet(3), "ffdnet color-light": lambda: FFDNet(3, 32, 8),
-    "ffdnet gray": lambda: FFDNet(1), "dncnn color": lambda: DnCNN(3)}
+    "ffdnet gray": lambda: FFDNet(1), "ffdnet gray-light": lambda: FFDNet(1, 32, 8),
+    "dncnn color": lambda: DnCNN(3)}
 
 
 def main() -> int:
