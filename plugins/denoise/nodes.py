@@ -125,7 +125,8 @@ class AddNoise(Stage):
 class DenoiseParams(Params):
     """Parameters of ``denoise``."""
 
-    model: str = Field("gray-light", description="a built-in denoiser (gray-light so far) "
+    model: str = Field("color-light", description="a built-in denoiser (color, "
+                       "color-light; gray, gray-light clean the luma) "
                        "or a checkpoint from `vidgraph train denoise`")
     sigma: float | Literal["auto"] = Field("auto", description="noise level of the frames "
                                            "(0..255 scale), or auto: estimated per frame")
@@ -149,7 +150,7 @@ class Denoise(Stage):
     nodes:
       src: {plugin: testsrc, width: 96, height: 64, duration: 0.2}
       noisy: {plugin: add_noise, input: src, sigma: 20}
-      clean: {plugin: denoise, input: noisy, model: gray-light, sigma: 20}
+      clean: {plugin: denoise, input: noisy, model: color-light, sigma: 20}
       out: {plugin: null_sink, input: clean}
     ```
     """
