@@ -1,4 +1,4 @@
-"""The shipped denoisers on real pictures they never saw (scikit-image's bundled ones):
+"""The four shipped denoisers on real pictures they never saw (scikit-image's bundled ones):
 far better than the noisy input, and better than OpenCV's non-local means at sigma 25."""
 
 import math
@@ -17,8 +17,8 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return 10 * math.log10(1 / float(((a.clamp(0, 1) - b) ** 2).mean()))
 
 
-def test_a_denoiser_is_shipped():
-    assert "gray-light" in SHIPPED
+def test_the_four_denoisers_are_shipped():
+    assert SHIPPED == ["color", "color-light", "gray", "gray-light"]
 
 
 @pytest.mark.parametrize("name", [n for n in SHIPPED if n.startswith("gray")])
@@ -28,6 +28,21 @@ def test_gray_denoiser_beats_the_noise_and_non_local_means_at_sigma_25(name, pic
 
     net, _ = load(name)
     clean = torch.from_numpy(getattr(data, picture)()).float()[None] / 255
+    noisy = gaussian(clean[None], 25.0, torch.Generator().manual_seed(7))[0]
+    with torch.no_grad():
+        ours = net(noisy[None], 25.0)[0]
+    nlm = non_local_means(noisy, 25.0)
+    assert psnr(ours, clean) > psnr(noisy, clean) + 6.0
+    assert psnr(ours, clean) > psnr(nlm, clean)
+
+
+@pytest.mark.parametrize("name", [n for n in SHIPPED if n.startswith("color")])
+@pytest.mark.parametrize("picture", ["astronaut", "chelsea", "coffee"])
+def test_colour_denoiser_beats_the_noise_and_non_local_means_at_sigma_25(name, picture):
+    from skimage import data
+
+    net, _ = load(name)
+    clean = torch.from_numpy(getattr(data, picture)()).float().permute(2, 0, 1) / 255
     noisy = gaussian(clean[None], 25.0, torch.Generator().manual_seed(7))[0]
     with torch.no_grad():
         ours = net(noisy[None], 25.0)[0]
