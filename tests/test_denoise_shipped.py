@@ -39,3 +39,26 @@ def test_denoiser_beats_the_noise_and_non_local_means_at_sigma_25(name, picture)
     nlm = non_local_means(noisy, 25.0)
     assert psnr(ours, clean) > psnr(noisy, clean) + 6.0
     assert psnr(ours, clean) > psnr(nlm, clean)
+
+
+
+def _node_psnr(device: str, half: bool) -> float:
+    from skimage import data
+
+    from pipeline.frame import Frame
+    from pipeline.node import NodeContext
+    from pipeline.registry import Registry
+
+    clean = torch.from_numpy(data.astronaut()).float() / 255
+    noisy = gaussian(clean, 25.0, torch.Generator().manual_seed(5)).clamp(0, 1)
+    cls = Registry.from_entry_points().get("denoise")
+    node = cls(cls.Params(model="color", sigma=25, half=half),
+               NodeContext("clean", torch.device(device)))
+    node.open()
+    (out,) = node.process_batch([Frame.from_image((noisy * 255).round().byte().to(device))])
+    return psnr(out.image.cpu().permute(2, 0, 1).float() / 255, clean.permute(2, 0, 1))
+
+
+@pytest.mark.gpu
+def test_the_node_in_half_precision_on_cuda_scores_as_on_the_cpu():
+    assert abs(_node_psnr("cuda", half=True) - _node_psnr("cpu", half=False)) < 0.1
