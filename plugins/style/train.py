@@ -51,9 +51,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--iterations", type=int, default=2000)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--content-weight", type=float, default=1.0)
-    parser.add_argument("--style-weight", type=float, default=5.0)
-    parser.add_argument("--tv-weight", type=float, default=1e4)
+    parser.add_argument("--content-weight", type=float, default=1.0,
+                        help="weight of the content loss (each loss is relative, about 1)")
+    parser.add_argument("--style-weight", type=float, default=5.0,
+                        help="weight of the style loss: higher paints more, keeps less")
+    parser.add_argument("--tv-weight", type=float, default=0.5,
+                        help="weight of total variation (smoothness)")
     parser.add_argument("--temporal-weight", type=float, default=0.0,
                         help="weight of the stability loss (0: off)")
     parser.add_argument("--content-layers", nargs="+", default=list(CONTENT_LAYERS))
