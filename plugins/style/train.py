@@ -42,7 +42,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="checkpoint to write (.pt)")
     parser.add_argument("--arch", choices=("johnson", "ulyanov"), default="johnson")
     parser.add_argument("--width", type=float, default=1.0, help="channel multiplier "
-                        "(e.g. 0.25 for a light CPU variant)")
+                        "(0.5 with --blocks 3: the light variant, for CPUs)")
     parser.add_argument("--blocks", type=int, help="residual blocks (johnson; default 5)")
     parser.add_argument("--scales", type=int, help="scales (ulyanov; default 5)")
     parser.add_argument("--size", type=int, default=256, help="training crop side")
@@ -53,7 +53,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--content-weight", type=float, default=1.0,
                         help="weight of the content loss (each loss is relative, about 1)")
-    parser.add_argument("--style-weight", type=float, default=5.0,
+    parser.add_argument("--style-weight", type=float, default=1.5,
                         help="weight of the style loss: higher paints more, keeps less")
     parser.add_argument("--tv-weight", type=float, default=0.5,
                         help="weight of total variation (smoothness)")
