@@ -7,6 +7,8 @@ import re
 import subprocess
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from pipeline.registry import Registry
@@ -62,13 +64,19 @@ def test_draw_is_valid_graphviz(tmp_path: Path) -> None:
 
 def test_demo_graph_runs_and_writes_its_outputs(tmp_path: Path) -> None:
     out = tmp_path / "demo.mp4"
+    painted = tmp_path / "demo_style.mp4"
     log = tmp_path / "demo.jsonl"
     stats = tmp_path / "stats.json"
     result = vidgraph("run", "graphs/demo.yaml", "--set", "src.duration=1", "--set",
-                      f"out.path={out}", "--set", f"log.path={log}", "--stats", str(stats))
+                      f"out.path={out}", "--set", f"painted.path={painted}", "--set",
+                      f"log.path={log}", "--stats", str(stats))
     assert result.returncode == 0, result.stderr
-    v = stream(ffprobe(out), "video")
-    assert (v["width"], v["height"], int(v["nb_read_frames"])) == (640, 360, 30)
+    for video in (out, painted):
+        v = stream(ffprobe(video), "video")
+        assert (v["width"], v["height"], int(v["nb_read_frames"])) == (640, 360, 30)
+    # the painted clip is the cleaned one in another palette and texture, not a copy
+    first = [cv2.VideoCapture(str(p)).read()[1].astype(float) for p in (out, painted)]
+    assert np.abs(first[0] - first[1]).mean() > 20
     assert len(log.read_text().splitlines()) == 30
     figures = json.loads(stats.read_text())
     assert figures["status"] == "ok"
