@@ -22,7 +22,7 @@ from bench.timing import rate, write_report  # noqa: E402
 from plugins.style.model import JohnsonNet, UlyanovNet  # noqa: E402
 
 SIZES = {"640x360": (360, 640), "1280x720": (720, 1280), "1920x1080": (1080, 1920)}
-NETWORKS = {"johnson": lambda: JohnsonNet(), "johnson-light": lambda: JohnsonNet(0.25, 3),
+NETWORKS = {"johnson": lambda: JohnsonNet(), "johnson-light": lambda: JohnsonNet(0.5, 3),
             "ulyanov": lambda: UlyanovNet(), "ulyanov-light": lambda: UlyanovNet(0.5)}
 
 
