@@ -1,5 +1,6 @@
 """Classifier speed: pictures per second for the shipped expression model (48x48 gray face
-chips) and SE-ResNet-50 (224x224 RGB), by batch size, preprocessing included.
+chips, through its test-time views and once per picture) and SE-ResNet-50 (224x224 RGB),
+by batch size, preprocessing included.
 
     python bench/classify.py [--device cuda] [--half] [--batches 1 32 256] [--seconds 3]
 
@@ -22,14 +23,16 @@ from plugins.senet import checkpoint  # noqa: E402
 from plugins.senet.model import se_resnet  # noqa: E402
 
 
-def models() -> dict[str, checkpoint.Classifier]:
-    """The shipped expression model, and SE-ResNet-50 with ImageNet's shape (random
-    weights: speed does not depend on them)."""
+def models() -> dict[str, tuple[checkpoint.Classifier, bool]]:
+    """The shipped expression model with and without its test-time views, and SE-ResNet-50
+    with ImageNet's shape (random weights: speed does not depend on them)."""
     net = se_resnet(50, 1000, 3).eval()
-    return {"expression (48x48 gray)": checkpoint.load("expression"),
-            "se_resnet50 (224x224 RGB)": checkpoint.Classifier(
+    expression = checkpoint.load("expression")
+    return {"expression, views (48x48)": (expression, True),
+            "expression, one view": (expression, False),
+            "se_resnet50 (224x224 RGB)": (checkpoint.Classifier(
                 net, "se_resnet50", {}, [str(i) for i in range(1000)],
-                dict(checkpoint.IMAGENET))}
+                dict(checkpoint.IMAGENET)), False)}
 
 
 def main() -> int:
@@ -43,17 +46,17 @@ def main() -> int:
     device = torch.device(args.device)
     dtype = torch.float16 if args.half and device.type == "cuda" else torch.float32
     rows = []
-    for name, model in models().items():
-        net = model.net.to(device, dtype).to(memory_format=torch.channels_last)
+    for name, (model, views) in models().items():
+        model.net.to(device, dtype).to(memory_format=torch.channels_last)
         channels = 1 if model.gray else 3
         for batch in args.batches:
             pictures = torch.randint(0, 256, (batch, model.size, model.size, channels),
                                      dtype=torch.uint8, device=device)
 
             @torch.inference_mode()
-            def run(pictures: torch.Tensor = pictures, net: torch.nn.Module = net,
-                    model: checkpoint.Classifier = model) -> None:
-                net(model.prepare(pictures, dtype)).argmax(1).cpu()
+            def run(pictures: torch.Tensor = pictures, model: checkpoint.Classifier = model,
+                    views: bool = views) -> None:
+                model.probabilities(model.prepare(pictures, dtype), views=views).argmax(1).cpu()
 
             per_second = rate(run, batch, args.seconds)
             rows.append({"model": name, "batch": batch, "per_second": per_second})

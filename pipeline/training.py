@@ -46,8 +46,9 @@ def mixed_precision(device: torch.device, cpu: bool = False) -> bool:
     """Whether :func:`autocast` computes in bfloat16 on ``device``: always on CUDA; on the
     CPU only when asked (``cpu``, a trainer's ``--bf16``) and when the CPU has native
     bfloat16 arithmetic (AVX-512 BF16 or AMX). There oneDNN runs wide 3x3 convolutions
-    (full denoisers, VGG) about twice as fast, while narrow networks (the light
-    denoisers, the compact SE-ResNet) get slower; emulated bfloat16 is always slower."""
+    (full denoisers, VGG) about twice as fast and a training step of the compact
+    SE-ResNet 1.5 times as fast, while the narrowest networks (the light denoisers) get
+    slower; emulated bfloat16 is always slower."""
     return device.type == "cuda" or (cpu and device.type == "cpu" and native_bf16())
 
 

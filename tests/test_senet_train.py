@@ -89,6 +89,39 @@ def test_training_is_deterministic_with_a_seed(trained, stripes_npz, tmp_path):
     assert first["info"]["history"] == second["info"]["history"]
 
 
+def test_test_time_views_average_whole_corner_centre_and_mirrored_pictures(trained,
+                                                                          stripes_npz):
+    model = checkpoint.load(str(trained))
+    assert model.preprocess["views"] == {"flip": True, "crop": 28}
+    images = read(stripes_npz).images[:5]
+    x = model.prepare(images)
+    with torch.inference_mode():
+        views = [x, *(x[..., t:t + 28, s:s + 28] for t, s in
+                      ((0, 0), (0, 4), (4, 0), (4, 4), (2, 2)))]
+        views += [v.flip(-1) for v in views]
+        expected = torch.stack([model.net(v).softmax(1) for v in views]).mean(0)
+        assert torch.allclose(model.probabilities(x, chunk=3), expected, atol=1e-6)
+        assert torch.allclose(model.probabilities(x, views=False), model.net(x).softmax(1),
+                              atol=1e-6)
+
+
+def test_eval_classify_scores_a_split_and_names_a_missing_one(trained, stripes_npz,
+                                                              tmp_path, capsys):
+    report = tmp_path / "scores.json"
+    assert main(["eval", "classify", str(stripes_npz), "--model", str(trained),
+                 "--split", "test", "--json", str(report), "--png",
+                 str(tmp_path / "m.png")]) == 0
+    printed = capsys.readouterr().out
+    scores = json.loads(report.read_text())
+    assert sum(map(sum, scores["confusion"])) == 50 and scores["views"] is True
+    assert scores["accuracy"] >= 0.95 and f"accuracy {scores['accuracy']:.4f}" in printed
+    assert cv2.imread(str(tmp_path / "m.png")) is not None
+    assert main(["eval", "classify", str(stripes_npz), "--model", str(trained),
+                 "--split", "PublicTest"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--split PublicTest" in err and "test, train, val" in err
+
+
 def test_classify_node_labels_whole_frames(trained):
     rng = np.random.default_rng(7)
     truth = [0, 1, 1, 0, 1, 0]

@@ -2,8 +2,13 @@
 
 A checkpoint (``torch.save`` of a plain dict) holds ``arch`` and ``arch_args`` (see
 :mod:`.model`), ``state_dict``, ``classes``, ``preprocess`` (``size``, ``gray``, ``mean``,
-``std`` on the 0..1 scale) and free-form ``info`` (training settings and scores). A
-graph names a checkpoint and never repeats what it holds.
+``std`` on the 0..1 scale, and optional test-time ``views``) and free-form ``info``
+(training settings and scores). A graph names a checkpoint and never repeats what it holds.
+
+Test-time views: a network trained on random ``crop`` x ``crop`` parts of its pictures,
+flipped at random, sees at test time what it saw in training when it reads the whole
+picture, its four corner and centre crops, and the mirror image of each (``views``
+``{"crop": C, "flip": true}``); its class probabilities are averaged over the views.
 """
 
 from __future__ import annotations
@@ -65,6 +70,31 @@ class Classifier:
         std = torch.tensor(self.preprocess["std"], device=x.device)[None, :, None, None]
         x = (x - mean) / std
         return x.to(dtype).contiguous(memory_format=torch.channels_last)
+
+    def probabilities(self, x: torch.Tensor, chunk: int = 256, views: bool = True
+                      ) -> torch.Tensor:
+        """Class probabilities (N, classes, float32) for inputs from :meth:`prepare`,
+        averaged over the checkpoint's test-time views (``views=False``: the whole picture
+        only), at most ``chunk`` pictures per forward pass."""
+        spec = (self.preprocess.get("views") or {}) if views else {}
+        groups = [x]
+        crop = spec.get("crop")
+        if crop and crop < x.shape[-1]:
+            far = x.shape[-1] - crop
+            corners = [(0, 0), (0, far), (far, 0), (far, far), (far // 2, far // 2)]
+            groups.append(torch.cat([x[..., t:t + crop, s:s + crop] for t, s in corners]))
+        if spec.get("flip"):
+            groups += [g.flip(-1) for g in groups]
+        total, count = None, 0
+        for group in groups:
+            group = group.contiguous(memory_format=torch.channels_last)
+            probs = torch.cat([self.net(group[i:i + chunk]).float().softmax(1)
+                               for i in range(0, len(group), chunk)])
+            count += len(group) // len(x)
+            summed = probs.reshape(-1, len(x), probs.shape[1]).sum(0)
+            total = summed if total is None else total + summed
+        assert total is not None
+        return total / count
 
     def save(self, path: str | Path) -> None:
         """Write the checkpoint (weights in fp16 when ``info['fp16']``, to keep files small)."""

@@ -30,6 +30,9 @@ class ClassifyParams(Params):
     topk: int = Field(3, ge=1, description="how many best classes to keep with their scores")
     chunk: int = Field(256, ge=1, description="most pictures per forward pass")
     half: bool = Field(False, description="fp16 on CUDA")
+    views: bool = Field(True, description="average over the checkpoint's test-time views "
+                        "(crops and mirror images, see MODELS.md); false reads each picture "
+                        "once, up to 12 times cheaper and a little less accurate")
 
 
 class Classify(Stage):
@@ -96,9 +99,7 @@ class Classify(Stage):
         """Class probabilities (N, classes) on the CPU for groups of uint8 pictures."""
         inputs = torch.cat([self.model.prepare(p.to(self.device), self.dtype)
                             for p in pictures])
-        chunk = self.params.chunk
-        logits = [self.model.net(inputs[i:i + chunk]) for i in range(0, len(inputs), chunk)]
-        return torch.cat(logits).float().softmax(1).cpu()
+        return self.model.probabilities(inputs, self.params.chunk, self.params.views).cpu()
 
     def _top(self, probs: torch.Tensor) -> list[dict[str, float]]:
         values, indices = probs.topk(self.k, dim=1)

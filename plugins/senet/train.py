@@ -2,8 +2,9 @@
 
 Augmentation (random crop, flip, small rotation and scale, brightness and contrast) runs
 on whole batches on the training device. The checkpoint with the best accuracy on the
-held-out split is kept; the test split, when there is one, is scored once at the end,
-with a confusion matrix printed and saved as a PNG beside the checkpoint.
+held-out split (one view per picture) is kept; the test split, when there is one, is
+scored once at the end through the checkpoint's test-time views, with a confusion matrix
+printed and saved as a PNG beside the checkpoint.
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, help="input side (default: the data's own)")
     parser.add_argument("--crop", type=int, help="random crop side while training "
                         "(default: the input side)")
+    parser.add_argument("--views", choices=("one", "flip", "crops"),
+                        help="test-time views kept in the checkpoint, used for the test split "
+                        "and in graphs: the picture, also its mirror image, or also its "
+                        "corner and centre --crop crops (default: crops with --crop, "
+                        "else flip)")
     parser.add_argument("--gray", action=argparse.BooleanOptionalAction, default=None,
                         help="one gray channel (default: gray if the data is)")
     parser.add_argument("--epochs", type=int, default=30)
@@ -68,6 +74,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision on "
+                        "the CPU too (where it has native bfloat16; always on CUDA)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -99,8 +107,11 @@ def main(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as exc:
         raise VidgraphError(f"--arch {args.arch}: {exc}") from exc
     net = net.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    views = args.views or ("crops" if crop < size else "flip")
     model = Classifier(net, args.arch, arch_args, data.classes,
-                       {"size": size, "gray": gray, "mean": mean, "std": std})
+                       {"size": size, "gray": gray, "mean": mean, "std": std,
+                        "views": {"flip": views != "one",
+                                  "crop": crop if views == "crops" else None}})
     print(f"train {len(train)}, choose {len(choose)}, test {len(test) if test else 0} "
           f"pictures; {len(data.classes)} classes; {size}x{size} "
           f"{'gray' if gray else 'RGB'}; {sum(p.numel() for p in net.parameters()):,} "
@@ -111,7 +122,8 @@ def main(args: argparse.Namespace) -> int:
     info: dict[str, Any] = {
         "command": "vidgraph train classify " + shlex.join(sys.argv[3:] if len(sys.argv) > 3
                                                             else []),
-        "seed": args.seed, "epochs": args.epochs, **run_facts(device), "fp16": True,
+        "seed": args.seed, "epochs": args.epochs, "views": views,
+        **run_facts(device, cpu_mixed=args.bf16), "fp16": True,
     }
 
     def keep(best: dict[str, Any], history: list[dict[str, float]]) -> None:
@@ -219,7 +231,7 @@ def _fit(model: Classifier, train: LabelledImages, choose: LabelledImages, crop:
             index = index.to(device)
             x = (augment(images[index], crop, args.rotate, generator) - mean) / std
             x = x.contiguous(memory_format=torch.channels_last)
-            with autocast(device):
+            with autocast(device, cpu=args.bf16):
                 loss = loss_fn(net(x), labels[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -228,7 +240,8 @@ def _fit(model: Classifier, train: LabelledImages, choose: LabelledImages, crop:
             value = loss.item()
             total += value
             bar.update(epoch=epoch, loss=value)
-        predicted = predict(model, choose.images, device)
+        # One view per picture: the views would cost more than the epoch's training.
+        predicted = predict(model, choose.images, device, views=False)
         accuracy = float((predicted == choose.labels).float().mean())
         history.append({"epoch": epoch, "loss": total / steps, "choose_accuracy": accuracy})
         if accuracy > best["accuracy"]:
@@ -244,12 +257,13 @@ def _fit(model: Classifier, train: LabelledImages, choose: LabelledImages, crop:
 
 @torch.inference_mode()
 def predict(model: Classifier, images: torch.Tensor, device: torch.device,
-            batch_size: int = 512) -> torch.Tensor:
-    """Class indices for uint8 pictures (N, S, S, C), on the CPU."""
+            batch_size: int = 512, views: bool = True) -> torch.Tensor:
+    """Class indices for uint8 pictures (N, S, S, C), on the CPU, read through the
+    checkpoint's test-time views (or once each, ``views=False``)."""
     model.net.eval()
     out = []
     for first in range(0, len(images), batch_size):
         x = model.prepare(images[first:first + batch_size].to(device))
         with autocast(device):
-            out.append(model.net(x).argmax(1).cpu())
+            out.append(model.probabilities(x, batch_size, views).argmax(1).cpu())
     return torch.cat(out)
