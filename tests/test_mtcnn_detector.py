@@ -9,7 +9,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from plugins.mtcnn.detector import Detector, batched_nms, box_iou, crops
+from plugins.mtcnn.detector import (
+    Detector,
+    area_bins,
+    area_resize,
+    batched_nms,
+    box_iou,
+    crops,
+    summed_area,
+)
 
 #: her face in skimage's 512x512 astronaut, labelled by hand (brows to chin, ear to ear)
 FACE = (182.0, 62.0, 268.0, 174.0)
@@ -148,13 +156,13 @@ def test_crops_are_the_reference_crops_for_all_boxes_of_all_frames(size) -> None
     rng = np.random.default_rng(3)
     frames = rng.integers(0, 256, (3, 120, 160, 3), dtype=np.uint8)
     boxes, owner = [], []
-    for k in range(40):  # inside, across the edges, smaller and bigger than the crop
-        side = rng.uniform(8, 2 * size)  # bins of at most 4 pixels
+    for k in range(40):  # inside, across the edges, much smaller and bigger than the crop
+        side = rng.uniform(8, 5 * size)
         x, y = rng.uniform(-side / 2, 160 - side / 2), rng.uniform(-side / 2, 120 - side / 2)
         boxes.append([x, y, x + side, y + side * rng.uniform(0.8, 1.2)])
         owner.append(k % 3)
-    cut = crops(torch.from_numpy(frames), torch.tensor(boxes, dtype=torch.float32),
-                torch.tensor(owner), size)
+    cut = crops(summed_area(torch.from_numpy(frames)),
+                torch.tensor(boxes, dtype=torch.float32), torch.tensor(owner), size)
     assert cut.shape == (40, 3, size, size)
     for k, (box, frame) in enumerate(zip(boxes, owner, strict=True)):
         torch.testing.assert_close(cut[k], reference_crop(frames[frame], box, size),
@@ -177,12 +185,27 @@ def test_cpu_and_gpu_agree(detector, astronaut) -> None:
             assert iou(a, b) > 0.9  # fp16 moves boxes by a pixel or so, no more
 
 
-def test_crops_of_big_boxes_stay_close_to_the_reference(astronaut) -> None:
+@pytest.mark.parametrize("height, width", [(480, 640), (1080, 1920), (37, 53)])
+def test_pyramid_levels_are_torchs_area_resizing(height, width) -> None:
+    frames = torch.from_numpy(np.random.default_rng(5).integers(
+        0, 256, (2, height, width, 3), dtype=np.uint8))
+    table = summed_area(frames)
+    assert table.dtype == torch.int32 and table.shape == (2, height + 1, width + 1, 3)
+    as_float = frames.permute(0, 3, 1, 2).float()
+    for out in [(height * 3 // 5 + 1, width * 3 // 5 + 1), (15, 21), (height, width)]:
+        bins = (*area_bins(height, out[0], frames.device), *area_bins(width, out[1],
+                                                                      frames.device))
+        level = area_resize(table, bins)
+        assert level.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(level, F.interpolate(as_float, size=out, mode="area"),
+                                   atol=2e-5, rtol=1e-6)
+
+
+def test_crops_of_big_boxes_are_exact_too(astronaut) -> None:
     boxes = [[0.0, 0.0, 512.0, 512.0], [150.0, 40.0, 300.0, 200.0],
              [-60.0, 300.0, 200.0, 560.0]]
-    cut = crops(torch.from_numpy(astronaut[None]), torch.tensor(boxes),
+    cut = crops(summed_area(torch.from_numpy(astronaut[None])), torch.tensor(boxes),
                 torch.zeros(3, dtype=torch.long), 24)
-    for k, box in enumerate(boxes):  # bins of 6 to 22 pixels, read at 4 x 4 of their pixels
-        diff = (cut[k] - reference_crop(astronaut, box, 24)).abs()
-        assert float(diff.mean()) < 0.03  # about 2.5 grey levels (seen: 0.012 to 0.020)
-        assert float(diff.max()) < 0.4
+    for k, box in enumerate(boxes):  # bins of 6 to 22 pixels
+        torch.testing.assert_close(cut[k], reference_crop(astronaut, box, 24),
+                                   atol=1e-5, rtol=0)

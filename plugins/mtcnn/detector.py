@@ -10,8 +10,9 @@ implementations.
 
 from __future__ import annotations
 
+import cv2
+import numpy as np
 import torch
-import torch.nn.functional as F
 
 from pipeline.frame import Detections
 
@@ -82,51 +83,79 @@ def regress(boxes: torch.Tensor, offsets: torch.Tensor, *, inclusive: bool) -> t
     return boxes + offsets * torch.stack([w, h, w, h], 1)
 
 
-def crops(images: torch.Tensor, boxes: torch.Tensor, owner: torch.Tensor, size: int,
-          *, most: int | None = None) -> torch.Tensor:
-    """``size`` x ``size`` crops of ``boxes`` from uint8 ``images`` (N, H, W, C), normalised
-    for the nets: (K, C, size, size).
+def summed_area(images: torch.Tensor) -> torch.Tensor:
+    """Summed-area tables of uint8 frames (N, H, W, C): (N, H + 1, W + 1, C), entry (y, x)
+    the sum of the pixels above and left of it, exact (int32 while a frame's sum fits, else
+    64 bits). One pass over each frame; the pyramid and every crop then read only the
+    corners of their bins. On the CPU OpenCV's vectorised integral, elsewhere two cumsums."""
+    n, height, width, channels = images.shape
+    wide = height * width * 255 >= 2 ** 31
+    if images.device.type == "cpu":
+        depth = cv2.CV_64F if wide else cv2.CV_32S
+        tables = [cv2.integral(np.ascontiguousarray(frame.numpy()), sdepth=depth)
+                  for frame in images]
+        return torch.from_numpy(np.stack(tables).reshape(n, height + 1, width + 1, channels))
+    table = images.new_zeros((n, height + 1, width + 1, channels),
+                             dtype=torch.int64 if wide else torch.int32)
+    table[:, 1:, 1:] = images.to(table.dtype).cumsum(1).cumsum(2)
+    return table
+
+
+def area_bins(size: int, out: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Bins of PyTorch's area resizing (adaptive average pooling) from ``size`` to ``out``
+    pixels: bin i spans [floor(i * size / out), ceil((i + 1) * size / out)), overlapping by
+    design; returns starts, ends, lengths."""
+    i = torch.arange(out, device=device)
+    starts, ends = i * size // out, ((i + 1) * size + out - 1) // out
+    return starts, ends, ends - starts
+
+
+def area_resize(table: torch.Tensor, bins: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """The frames of ``table`` (see :func:`summed_area`) area-resized with ``bins`` (rows'
+    starts, ends and lengths, then columns'; see :func:`area_bins`): float32 (N, C, h, w),
+    channels-last, equal to ``F.interpolate(mode="area")`` of the frames."""
+    y0, y1, ly, x0, x1, lx = bins
+    rows = table.index_select(1, y1) - table.index_select(1, y0)
+    sums = rows.index_select(2, x1) - rows.index_select(2, x0)
+    count = (ly[:, None] * lx[None, :]).to(torch.float32)
+    return (sums.to(torch.float32) / count[:, :, None]).permute(0, 3, 1, 2)
+
+
+def crops(table: torch.Tensor, boxes: torch.Tensor, owner: torch.Tensor,
+          size: int) -> torch.Tensor:
+    """``size`` x ``size`` crops of ``boxes`` from the frames of ``table`` (see
+    :func:`summed_area`), normalised for the nets: float32 (K, C, size, size), channels-last.
 
     The reference implementations' crop: each box cut at whole pixels (from trunc(x1) - 1
     up to trunc(x2)) and area-resized with the bins of adaptive average pooling, black
-    outside the frame. Every bin is the mean of its pixels, read as ``m`` x ``m`` samples,
-    ``m`` the power of two that fits the box's widest bin; with ``most``, ``m`` stops there
-    and wider bins are averaged over evenly spread pixels, which bounds the cost of the
-    hundreds of (mostly big, mostly wrong) boxes P-Net proposes. One gather per ``m`` for
-    all boxes of all frames with that ``m``.
+    outside the frame. Every bin's sum is read from the four corners of its in-frame part,
+    for all bins of all boxes of all frames in four gathers, whatever the boxes' sizes.
     """
-    height, width, channels = images.shape[1:]
-    out = torch.empty((len(boxes), channels, size, size), device=images.device)
+    _, rows, cols, channels = table.shape
     if len(boxes) == 0:
-        return out
+        return torch.empty((0, channels, size, size), device=table.device)
     corner = boxes[:, :2].trunc() - 1  # (K, 2): x0, y0
     extent = (boxes[:, 2:4].trunc() - corner).clamp(min=1)  # (K, 2): width, height
     i = torch.arange(size + 1, device=boxes.device, dtype=boxes.dtype)
-    # bin i spans [floor(i * n / size), ceil((i + 1) * n / size)): overlapping by design
     starts = corner[:, :, None] + (i[:-1] * extent[:, :, None] / size).floor()  # (K, 2, S)
-    lengths = corner[:, :, None] + (i[1:] * extent[:, :, None] / size).ceil() - starts
-    samples = torch.exp2(torch.log2(lengths.amax((1, 2))).ceil()).long()
-    if most is not None:
-        samples = samples.clamp(max=most)
-    padded = F.pad(images, (0, 0, 0, 1, 0, 1))  # a zero pixel past each row and column
-    table = padded.reshape(-1, channels)
-    limit = torch.tensor([width, height], device=boxes.device)[None, :, None, None]
-    for m in samples.unique().tolist():
-        mine = (samples == m).nonzero().flatten()
-        first, length = starts[mine, :, :, None], lengths[mine, :, :, None]
-        step = torch.arange(m, device=boxes.device, dtype=boxes.dtype)
-        spread = (step + 0.5) * length / m  # only where a bin is wider than m
-        at = (first + torch.where(length > m, spread, step).floor()).long()  # (k, 2, S, m)
-        # samples outside the frame or past their bin's end read the zero pixel
-        outside = (at < 0) | (at >= limit) | (step >= length)
-        at = torch.where(outside, limit, at).flatten(2)  # (k, 2, S * m)
-        rows = (owner[mine, None] * (height + 1) + at[:, 1]) * (width + 1)
-        index = (rows[:, :, None] + at[:, 0, None, :]).flatten()
-        values = table.index_select(0, index).reshape(len(mine), size * m, size * m, channels)
-        total = F.avg_pool2d(values.permute(0, 3, 1, 2).float(), m) * (m * m)
-        counts = lengths[mine].clamp(max=m)  # pixels read per bin along x and y
-        out[mine] = total / (counts[:, 1, :, None] * counts[:, 0, None, :])[:, None]
-    return (out - 127.5) / 128
+    ends = corner[:, :, None] + (i[1:] * extent[:, :, None] / size).ceil()
+    limit = torch.tensor([cols - 1, rows - 1], device=boxes.device,
+                         dtype=boxes.dtype)[None, :, None]
+    low = torch.minimum(starts.clamp(min=0), limit).long()  # pixels outside read as zero
+    high = torch.minimum(ends.clamp(min=0), limit).long()
+    first_row = (owner * rows)[:, None, None]
+    flat = table.reshape(-1, channels)
+
+    def at(ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:  # (K, S, S, C)
+        return flat[(first_row + ys[:, :, None]) * cols + xs[:, None, :]]
+
+    (x0, y0), (x1, y1) = low.unbind(1), high.unbind(1)
+    # column sums first: every partial result stays within the table's range
+    sums = (at(y1, x1) - at(y0, x1)) - (at(y1, x0) - at(y0, x0))
+    lengths = ends - starts
+    count = lengths[:, 1, :, None] * lengths[:, 0, None, :]
+    mean = sums.to(torch.float32) / count[:, :, :, None]
+    return ((mean - 127.5) / 128).permute(0, 3, 1, 2)
 
 
 class Detector:
@@ -155,9 +184,8 @@ class Detector:
         for net in (self.pnet, self.rnet, self.onet):
             # torch takes memory_format here; its type stubs do not know it
             net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        self.most = 8  # R-Net's crops: see crops()
         self.chunk = 1 if (device.type == "cpu" if per_frame is None else per_frame) else None
-        self._scales: dict[tuple[int, int], list[float]] = {}
+        self._levels: dict[tuple[int, int], list[tuple[float, tuple[torch.Tensor, ...]]]] = {}
 
     @torch.inference_mode()
     def detect(self, images: torch.Tensor) -> list[Detections]:
@@ -170,35 +198,38 @@ class Detector:
 
     def _cascade(self, images: torch.Tensor) -> list[Detections]:
         n, height, width, _ = images.shape
-        # area resizing is fastest on NCHW; P-Net's inputs go channels-last afterwards
-        x = images.permute(0, 3, 1, 2).to(self.dtype).contiguous()
-        boxes, scores, owner = self._propose(x)
-        boxes, scores, owner = self._refine(images, boxes, owner)
-        boxes, scores, owner, marks = self._output(images, boxes, owner)
+        table = summed_area(images)
+        boxes, scores, owner = self._propose(table, self._pyramid(height, width))
+        boxes, scores, owner = self._refine(table, boxes, owner)
+        boxes, scores, owner, marks = self._output(table, boxes, owner)
         limit = torch.tensor([width, height, width, height], device=boxes.device,
                              dtype=boxes.dtype)
         boxes = torch.minimum(boxes.clamp(min=0), limit)
         return [Detections(boxes[owner == i].float(), scores[owner == i].float(),
                            marks[owner == i].float()) for i in range(n)]
 
-    def _levels(self, height: int, width: int) -> list[tuple[float, tuple[int, int]]]:
+    def _pyramid(self, height: int, width: int) -> list[tuple[float, tuple[torch.Tensor, ...]]]:
+        """Each level's scale and area-resizing bins, worked out once per frame size."""
         key = (height, width)
-        if key not in self._scales:
-            self._scales[key] = pyramid_scales(height, width, self.min_face, self.scale_factor)
-        return [(s, (int(height * s + 1), int(width * s + 1))) for s in self._scales[key]]
+        if key not in self._levels:
+            self._levels[key] = [
+                (s, (*area_bins(height, int(height * s + 1), self.device),
+                     *area_bins(width, int(width * s + 1), self.device)))
+                for s in pyramid_scales(height, width, self.min_face, self.scale_factor)]
+        return self._levels[key]
 
-    def _propose(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """P-Net's windows in ``x`` (raw 0..255, N, 3, H, W): squared boxes, scores, and
-        the frame each is in."""
+    def _propose(self, table: torch.Tensor, pyramid: list[tuple[float, tuple[torch.Tensor, ...]]]
+                 ) -> tuple[torch.Tensor, ...]:
+        """P-Net's windows in the frames of ``table``: squared boxes, scores, and the frame
+        each is in."""
         all_boxes, all_scores, all_owners = [], [], []
-        for scale, size in self._levels(*x.shape[-2:]):
-            level = F.interpolate(x, size=size, mode="area")
-            level = ((level - 127.5) / 128).contiguous(memory_format=torch.channels_last)
+        for scale, bins in pyramid:
+            level = ((area_resize(table, bins) - 127.5) / 128).to(self.dtype)
             reg, prob = self.pnet(level)
             hit = prob[:, 1] >= self.thresholds[0]
             img, ys, xs = hit.nonzero(as_tuple=True)
             # the 12x12 window of each output cell, in MTCNN's whole-pixel convention
-            origin = torch.stack([xs, ys], 1).to(x.dtype) * 2
+            origin = torch.stack([xs, ys], 1).to(reg.dtype) * 2
             window = torch.cat([((origin + 1) / scale).floor(),
                                 ((origin + 12) / scale).floor()], 1)
             found = torch.cat([window, reg[img, :, ys, xs]], 1)
@@ -212,22 +243,22 @@ class Detector:
         cand, scores, owner = cand[keep], scores[keep], owner[keep]
         return square(regress(cand[:, :4], cand[:, 4:], inclusive=False)), scores, owner
 
-    def _refine(self, images: torch.Tensor, boxes: torch.Tensor,
+    def _refine(self, table: torch.Tensor, boxes: torch.Tensor,
                 owner: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if len(boxes) == 0:
             return boxes, boxes.new_zeros(0), owner
-        reg, prob = self.rnet(self._input(images, boxes, owner, 24, most=self.most))
+        reg, prob = self.rnet(self._input(table, boxes, owner, 24))
         hit = prob[:, 1] > self.thresholds[1]
         boxes, reg, scores, owner = boxes[hit], reg[hit], prob[hit, 1], owner[hit]
         keep = batched_nms(boxes, scores, owner, 0.7)
         boxes = regress(boxes[keep], reg[keep], inclusive=True)
         return square(boxes), scores[keep], owner[keep]
 
-    def _output(self, images: torch.Tensor, boxes: torch.Tensor,
+    def _output(self, table: torch.Tensor, boxes: torch.Tensor,
                 owner: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if len(boxes) == 0:
             return boxes, boxes.new_zeros(0), owner, boxes.new_zeros((0, 5, 2))
-        reg, marks, prob = self.onet(self._input(images, boxes, owner, 48, most=None))
+        reg, marks, prob = self.onet(self._input(table, boxes, owner, 48))
         hit = prob[:, 1] > self.thresholds[2]
         boxes, reg, marks, scores, owner = (boxes[hit], reg[hit], marks[hit], prob[hit, 1],
                                             owner[hit])
@@ -239,7 +270,7 @@ class Detector:
         keep = batched_nms(boxes, scores, owner, 0.7, by_min=True)
         return boxes[keep], scores[keep], owner[keep], points[keep]
 
-    def _input(self, images: torch.Tensor, boxes: torch.Tensor, owner: torch.Tensor,
-               size: int, *, most: int | None) -> torch.Tensor:
-        cut = crops(images, boxes, owner, size, most=most)
+    def _input(self, table: torch.Tensor, boxes: torch.Tensor, owner: torch.Tensor,
+               size: int) -> torch.Tensor:
+        cut = crops(table, boxes, owner, size)
         return cut.to(self.dtype).contiguous(memory_format=torch.channels_last)
