@@ -5,6 +5,7 @@ Frames are real: the astronaut portrait (one face) placed on frames of each size
 bench/results/mtcnn.json.
 
     python bench/mtcnn.py [--device cuda] [--seconds 3] [--batches 1 8 32] [--reference]
+                          [--malloc keep|default]
 
 ``--reference`` measures facenet-pytorch's MTCNN side by side, in the same run on the same
 frames, and checks that both find the same faces (count, and IoU of matched boxes). It is
@@ -35,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[0] = str(ROOT)  # not bench/: this file would shadow the mtcnn package
 
 from bench.timing import rate  # noqa: E402
+from pipeline.memory import keep_freed_memory  # noqa: E402
 from plugins.mtcnn.detector import Detector, box_iou  # noqa: E402
 
 SIZES = {"640x480": (480, 640), "1280x720": (720, 1280), "1920x1080": (1080, 1920)}
@@ -116,8 +118,12 @@ def main() -> int:
     parser.add_argument("--half", action="store_true", help="fp16 (CUDA)")
     parser.add_argument("--reference", action="store_true",
                         help="measure facenet-pytorch's MTCNN side by side")
+    parser.add_argument("--malloc", choices=("keep", "default"), default="keep",
+                        help="keep freed memory for reuse, as `vidgraph run` does (default), "
+                        "or glibc's defaults; either way for both detectors")
     parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "mtcnn.json"))
     args = parser.parse_args()
+    kept = args.malloc == "keep" and keep_freed_memory()
     device = torch.device(args.device)
     detector = Detector(device, half=args.half)
     totals: dict[str, float] = defaultdict(float)
@@ -145,7 +151,7 @@ def main() -> int:
     report = {"device": str(device), "half": args.half, "torch_threads":
               torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
               "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-              "torch": torch.__version__,
+              "torch": torch.__version__, "freed_memory_kept": kept,
               "settings": {"min_face": 20, "thresholds": [0.6, 0.7, 0.7],
                            "scale_factor": 0.709}, "rows": rows}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ from .describe import describe, json_schema, plugin_table, to_dot, to_mermaid
 from .errors import GraphError, NodeError, ParameterError, VidgraphError
 from .executor import Executor, RunStatus
 from .graph import Graph, build_graph
+from .memory import keep_freed_memory
 from .metrics import Progress
 from .registry import Registry
 from .sources_file import SourcesWatcher, load_sources
@@ -71,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="vidgraph: %(message)s", stream=sys.stderr)
+    keep_freed_memory()
     try:
         return _dispatch(args)
     except GraphError as exc:

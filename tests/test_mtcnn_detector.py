@@ -10,9 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from plugins.mtcnn.detector import (
+    AreaResize,
     Detector,
-    area_bins,
-    area_resize,
     batched_nms,
     box_iou,
     crops,
@@ -193,12 +192,13 @@ def test_pyramid_levels_are_torchs_area_resizing(height, width) -> None:
     assert table.dtype == torch.int32 and table.shape == (2, height + 1, width + 1, 3)
     as_float = frames.permute(0, 3, 1, 2).float()
     for out in [(height * 3 // 5 + 1, width * 3 // 5 + 1), (15, 21), (height, width)]:
-        bins = (*area_bins(height, out[0], frames.device), *area_bins(width, out[1],
-                                                                      frames.device))
-        level = area_resize(table, bins)
+        level = AreaResize.between((height, width), out, frames.device)(table)
         assert level.is_contiguous(memory_format=torch.channels_last)
-        torch.testing.assert_close(level, F.interpolate(as_float, size=out, mode="area"),
-                                   atol=2e-5, rtol=1e-6)
+        expected = F.interpolate(as_float, size=out, mode="area")
+        torch.testing.assert_close(level, expected, atol=2e-5, rtol=1e-6)
+        normalised = AreaResize.between((height, width), out, frames.device,
+                                        scale=1 / 128, offset=-127.5 / 128)(table)
+        torch.testing.assert_close(normalised, (expected - 127.5) / 128, atol=1e-6, rtol=0)
 
 
 def test_crops_of_big_boxes_are_exact_too(astronaut) -> None:

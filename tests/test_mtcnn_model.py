@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from plugins.mtcnn.model import ONet, PNet, RNet, load_keras_arrays, load_nets
+from plugins.mtcnn.model import ONet, PNet, RNet, load_keras_arrays, load_nets, max_pool_same
 
 # -- Keras layers in NumPy (NHWC), written from the Keras documentation ------------------------
 
@@ -129,3 +129,11 @@ def test_pnet_fires_on_the_face_window(astronaut: torch.Tensor) -> None:
     assert face.max() > 0.99
     assert 170 < left + size / 2 < 260 and 80 < top + size / 2 < 160  # the face centre
     assert (face > 0.6).float().mean() < 0.05  # and few windows elsewhere
+
+
+@pytest.mark.parametrize("shape", [(1, 10, 647, 1151), (2, 10, 8, 6), (1, 3, 7, 4), (1, 2, 1, 1)])
+def test_two_by_two_pooling_is_torchs_ceil_mode_pooling(shape) -> None:
+    x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
+    pooled = max_pool_same(x, 2, 2)
+    assert pooled.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(pooled, F.max_pool2d(x, 2, 2, ceil_mode=True))

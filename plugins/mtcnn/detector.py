@@ -10,6 +10,8 @@ implementations.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 import torch
@@ -101,24 +103,43 @@ def summed_area(images: torch.Tensor) -> torch.Tensor:
     return table
 
 
-def area_bins(size: int, out: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+def _bins(size: int, out: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Bins of PyTorch's area resizing (adaptive average pooling) from ``size`` to ``out``
     pixels: bin i spans [floor(i * size / out), ceil((i + 1) * size / out)), overlapping by
-    design; returns starts, ends, lengths."""
+    design; returns their starts and ends."""
     i = torch.arange(out, device=device)
-    starts, ends = i * size // out, ((i + 1) * size + out - 1) // out
-    return starts, ends, ends - starts
+    return i * size // out, ((i + 1) * size + out - 1) // out
 
 
-def area_resize(table: torch.Tensor, bins: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """The frames of ``table`` (see :func:`summed_area`) area-resized with ``bins`` (rows'
-    starts, ends and lengths, then columns'; see :func:`area_bins`): float32 (N, C, h, w),
-    channels-last, equal to ``F.interpolate(mode="area")`` of the frames."""
-    y0, y1, ly, x0, x1, lx = bins
-    rows = table.index_select(1, y1) - table.index_select(1, y0)
-    sums = rows.index_select(2, x1) - rows.index_select(2, x0)
-    count = (ly[:, None] * lx[None, :]).to(torch.float32)
-    return (sums.to(torch.float32) / count[:, :, None]).permute(0, 3, 1, 2)
+@dataclass(frozen=True)
+class AreaResize:
+    """PyTorch's area resizing (``F.interpolate(mode="area")``) from one frame size to one
+    output size, read from summed-area tables (:func:`summed_area`), optionally rescaled as
+    ``scale * mean + offset``; work out once per frame size, apply to every frame."""
+
+    rows: tuple[torch.Tensor, torch.Tensor]
+    cols: tuple[torch.Tensor, torch.Tensor]
+    weight: torch.Tensor  # (h, w, 1): scale over each bin's pixel count
+    offset: float
+
+    @classmethod
+    def between(cls, size: tuple[int, int], out: tuple[int, int], device: torch.device, *,
+                scale: float = 1.0, offset: float = 0.0) -> AreaResize:
+        """From ``size`` (height, width) to ``out`` on ``device``."""
+        rows, cols = _bins(size[0], out[0], device), _bins(size[1], out[1], device)
+        count = (rows[1] - rows[0])[:, None] * (cols[1] - cols[0])[None, :]
+        return cls(rows, cols, (scale / count.to(torch.float32))[:, :, None], offset)
+
+    def __call__(self, table: torch.Tensor) -> torch.Tensor:
+        """The frames of ``table``, resized: float32 (N, C, h, w), channels-last."""
+        n, rows, cols, channels = table.shape
+        # rows then columns, each gathered as whole contiguous runs (twice as fast as 4-D)
+        flat = table.view(n, rows, cols * channels)
+        strips = flat.index_select(1, self.rows[1]) - flat.index_select(1, self.rows[0])
+        strips = strips.view(-1, cols, channels)
+        sums = strips.index_select(1, self.cols[1]) - strips.index_select(1, self.cols[0])
+        out = sums.to(torch.float32).view(n, *self.weight.shape[:2], channels)
+        return out.mul_(self.weight).add_(self.offset).permute(0, 3, 1, 2)
 
 
 def crops(table: torch.Tensor, boxes: torch.Tensor, owner: torch.Tensor,
@@ -144,18 +165,19 @@ def crops(table: torch.Tensor, boxes: torch.Tensor, owner: torch.Tensor,
     low = torch.minimum(starts.clamp(min=0), limit).long()  # pixels outside read as zero
     high = torch.minimum(ends.clamp(min=0), limit).long()
     first_row = (owner * rows)[:, None, None]
-    flat = table.reshape(-1, channels)
+    flat = table.view(-1, channels)
 
     def at(ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:  # (K, S, S, C)
-        return flat[(first_row + ys[:, :, None]) * cols + xs[:, None, :]]
+        index = (first_row + ys[:, :, None]) * cols + xs[:, None, :]
+        return flat.index_select(0, index.flatten()).view(*index.shape, channels)
 
     (x0, y0), (x1, y1) = low.unbind(1), high.unbind(1)
     # column sums first: every partial result stays within the table's range
     sums = (at(y1, x1) - at(y0, x1)) - (at(y1, x0) - at(y0, x0))
     lengths = ends - starts
-    count = lengths[:, 1, :, None] * lengths[:, 0, None, :]
-    mean = sums.to(torch.float32) / count[:, :, :, None]
-    return ((mean - 127.5) / 128).permute(0, 3, 1, 2)
+    weight = 1 / (128 * lengths[:, 1, :, None] * lengths[:, 0, None, :])  # mean, then / 128
+    out = sums.to(torch.float32).mul_(weight[:, :, :, None]).sub_(127.5 / 128)
+    return out.permute(0, 3, 1, 2)
 
 
 class Detector:
@@ -185,7 +207,7 @@ class Detector:
             # torch takes memory_format here; its type stubs do not know it
             net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.chunk = 1 if (device.type == "cpu" if per_frame is None else per_frame) else None
-        self._levels: dict[tuple[int, int], list[tuple[float, tuple[torch.Tensor, ...]]]] = {}
+        self._levels: dict[tuple[int, int], list[tuple[float, AreaResize]]] = {}
 
     @torch.inference_mode()
     def detect(self, images: torch.Tensor) -> list[Detections]:
@@ -208,23 +230,25 @@ class Detector:
         return [Detections(boxes[owner == i].float(), scores[owner == i].float(),
                            marks[owner == i].float()) for i in range(n)]
 
-    def _pyramid(self, height: int, width: int) -> list[tuple[float, tuple[torch.Tensor, ...]]]:
-        """Each level's scale and area-resizing bins, worked out once per frame size."""
+    def _pyramid(self, height: int, width: int) -> list[tuple[float, AreaResize]]:
+        """Each level's scale and resizing, worked out once per frame size; levels come out
+        normalised for P-Net, (x - 127.5) / 128."""
         key = (height, width)
         if key not in self._levels:
             self._levels[key] = [
-                (s, (*area_bins(height, int(height * s + 1), self.device),
-                     *area_bins(width, int(width * s + 1), self.device)))
+                (s, AreaResize.between((height, width), (int(height * s + 1),
+                                                         int(width * s + 1)),
+                                       self.device, scale=1 / 128, offset=-127.5 / 128))
                 for s in pyramid_scales(height, width, self.min_face, self.scale_factor)]
         return self._levels[key]
 
-    def _propose(self, table: torch.Tensor, pyramid: list[tuple[float, tuple[torch.Tensor, ...]]]
+    def _propose(self, table: torch.Tensor, pyramid: list[tuple[float, AreaResize]]
                  ) -> tuple[torch.Tensor, ...]:
         """P-Net's windows in the frames of ``table``: squared boxes, scores, and the frame
         each is in."""
         all_boxes, all_scores, all_owners = [], [], []
-        for scale, bins in pyramid:
-            level = ((area_resize(table, bins) - 127.5) / 128).to(self.dtype)
+        for scale, resize in pyramid:
+            level = resize(table).to(self.dtype)
             reg, prob = self.pnet(level)
             hit = prob[:, 1] >= self.thresholds[0]
             img, ys, xs = hit.nonzero(as_tuple=True)
