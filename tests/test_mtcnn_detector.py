@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from plugins.mtcnn import detector as detector_module
 from plugins.mtcnn.detector import (
     AreaResize,
     Detector,
@@ -16,6 +17,7 @@ from plugins.mtcnn.detector import (
     box_iou,
     crops,
     summed_area,
+    summed_area_torch,
 )
 
 #: her face in skimage's 512x512 astronaut, labelled by hand (brows to chin, ear to ear)
@@ -184,12 +186,26 @@ def test_cpu_and_gpu_agree(detector, astronaut) -> None:
             assert iou(a, b) > 0.9  # fp16 moves boxes by a pixel or so, no more
 
 
+def test_frames_too_big_for_int32_sums_get_64_bit_tables(monkeypatch, astronaut) -> None:
+    frames = torch.from_numpy(astronaut[None])
+    small = summed_area(frames)
+    monkeypatch.setattr(detector_module, "INT32_SUMS", 1000)
+    wide = summed_area(frames)
+    assert small.dtype == torch.int32 and wide.dtype == torch.float64
+    assert torch.equal(wide, small.double())
+    assert summed_area_torch(frames, torch.int64).equal(small.long())
+    boxes = torch.tensor([[100.0, 50.0, 300.0, 260.0]])
+    torch.testing.assert_close(crops(wide, boxes, torch.zeros(1, dtype=torch.long), 48),
+                               crops(small, boxes, torch.zeros(1, dtype=torch.long), 48))
+
+
 @pytest.mark.parametrize("height, width", [(480, 640), (1080, 1920), (37, 53)])
 def test_pyramid_levels_are_torchs_area_resizing(height, width) -> None:
     frames = torch.from_numpy(np.random.default_rng(5).integers(
         0, 256, (2, height, width, 3), dtype=np.uint8))
     table = summed_area(frames)
     assert table.dtype == torch.int32 and table.shape == (2, height + 1, width + 1, 3)
+    assert torch.equal(summed_area_torch(frames, torch.int32), table)  # the GPU's way
     as_float = frames.permute(0, 3, 1, 2).float()
     for out in [(height * 3 // 5 + 1, width * 3 // 5 + 1), (15, 21), (height, width)]:
         level = AreaResize.between((height, width), out, frames.device)(table)

@@ -85,21 +85,30 @@ def regress(boxes: torch.Tensor, offsets: torch.Tensor, *, inclusive: bool) -> t
     return boxes + offsets * torch.stack([w, h, w, h], 1)
 
 
+#: the largest frame sum int32 tables hold (beyond it, 4K and up, tables take 64 bits)
+INT32_SUMS = 2 ** 31 - 1
+
+
 def summed_area(images: torch.Tensor) -> torch.Tensor:
     """Summed-area tables of uint8 frames (N, H, W, C): (N, H + 1, W + 1, C), entry (y, x)
     the sum of the pixels above and left of it, exact (int32 while a frame's sum fits, else
     64 bits). One pass over each frame; the pyramid and every crop then read only the
     corners of their bins. On the CPU OpenCV's vectorised integral, elsewhere two cumsums."""
     n, height, width, channels = images.shape
-    wide = height * width * 255 >= 2 ** 31
-    if images.device.type == "cpu":
-        depth = cv2.CV_64F if wide else cv2.CV_32S
-        tables = [cv2.integral(np.ascontiguousarray(frame.numpy()), sdepth=depth)
-                  for frame in images]
-        return torch.from_numpy(np.stack(tables).reshape(n, height + 1, width + 1, channels))
-    table = images.new_zeros((n, height + 1, width + 1, channels),
-                             dtype=torch.int64 if wide else torch.int32)
-    table[:, 1:, 1:] = images.to(table.dtype).cumsum(1).cumsum(2)
+    wide = height * width * 255 > INT32_SUMS
+    if images.device.type != "cpu":
+        return summed_area_torch(images, torch.int64 if wide else torch.int32)
+    depth = cv2.CV_64F if wide else cv2.CV_32S
+    tables = [cv2.integral(np.ascontiguousarray(frame.numpy()), sdepth=depth)
+              for frame in images]
+    return torch.from_numpy(np.stack(tables).reshape(n, height + 1, width + 1, channels))
+
+
+def summed_area_torch(images: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """:func:`summed_area` in torch operations, on any device."""
+    n, height, width, channels = images.shape
+    table = images.new_zeros((n, height + 1, width + 1, channels), dtype=dtype)
+    table[:, 1:, 1:] = images.to(dtype).cumsum(1, dtype=dtype).cumsum(2, dtype=dtype)
     return table
 
 
@@ -187,7 +196,9 @@ class Detector:
     frame by frame: batched pyramid levels only thrash the cache there, and NMS over the
     boxes of many frames grows with the square of their number (``per_frame`` overrides
     the choice). Network inputs are channels-last, which doubles the speed of the CPU
-    convolutions.
+    convolutions. Each frame is summed once into a summed-area table, from which every
+    pyramid level and every R-Net and O-Net crop is read (see :class:`AreaResize` and
+    :func:`crops`).
     """
 
     def __init__(self, device: torch.device, *, min_face: float = 20.0,
