@@ -10,7 +10,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from plugins.mtcnn.model import ONet, PNet, RNet, load_keras_arrays, load_nets, max_pool_same
+from plugins.mtcnn.model import (
+    ONet,
+    PNet,
+    RNet,
+    load_keras_arrays,
+    load_nets,
+    max_pool_same,
+    max_pool_stride2,
+)
 
 # -- Keras layers in NumPy (NHWC), written from the Keras documentation ------------------------
 
@@ -131,9 +139,16 @@ def test_pnet_fires_on_the_face_window(astronaut: torch.Tensor) -> None:
     assert (face > 0.6).float().mean() < 0.05  # and few windows elsewhere
 
 
-@pytest.mark.parametrize("shape", [(1, 10, 647, 1151), (2, 10, 8, 6), (1, 3, 7, 4), (1, 2, 1, 1)])
-def test_two_by_two_pooling_is_torchs_ceil_mode_pooling(shape) -> None:
+@pytest.mark.parametrize("shape", [(1, 10, 647, 1151), (2, 10, 8, 6), (1, 3, 7, 4), (1, 2, 1, 1),
+                                   (300, 28, 22, 22), (5, 48, 9, 9), (3, 64, 10, 10)])
+def test_strided_pooling_is_torchs_pooling(shape) -> None:
     x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
     pooled = max_pool_same(x, 2, 2)
     assert pooled.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(pooled, F.max_pool2d(x, 2, 2, ceil_mode=True))
+    if min(shape[-2:]) >= 3:
+        rows, cols = (shape[-2] - 3) // 2 + 1, (shape[-1] - 3) // 2 + 1
+        assert torch.equal(max_pool_stride2(x, 3, rows, cols), F.max_pool2d(x, 3, 2))
+        rows, cols = -(-(shape[-2] - 3) // 2) + 1, -(-(shape[-1] - 3) // 2) + 1
+        assert torch.equal(max_pool_stride2(x, 3, rows, cols),
+                           F.max_pool2d(x, 3, 2, ceil_mode=True))

@@ -44,28 +44,41 @@ def load_keras_arrays(net: str) -> list[Any]:
 def max_pool_same(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
     """Keras/TensorFlow ``MaxPooling2D(padding="same")``: output ceil(n / stride), the padding
     split with the odd pixel at the end."""
-    if kernel == stride == 2:
-        return _max_pool_2x2(x)
     pads: list[int] = []
     for size in (x.shape[-1], x.shape[-2]):  # F.pad wants the last dimension first
         out = math.ceil(size / stride)
         total = max((out - 1) * stride + kernel - size, 0)
         pads += [total // 2, total - total // 2]
-    if not any(pads[0::2]):  # padding only at the end: what ceil_mode does, without a copy
-        return F.max_pool2d(x, kernel, stride, ceil_mode=True)
+    if stride == 2 and not any(pads[0::2]):  # padding only at the end
+        return max_pool_stride2(x, kernel, math.ceil(x.shape[-2] / 2),
+                                math.ceil(x.shape[-1] / 2))
     return F.max_pool2d(F.pad(x, pads, value=float("-inf")), kernel, stride)
 
 
-def _max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
-    """2x2 max pooling, stride 2, "same" (a last odd row or column pooled alone), as the
-    maximum of the four strided quarters written into the output: on the CPU three times
-    as fast as ``F.max_pool2d``, which also writes the index of every maximum."""
-    out = x[..., 0::2, 0::2].contiguous(memory_format=torch.channels_last)
-    rows, cols = x.shape[-2] // 2, x.shape[-1] // 2
-    for dy, dx in ((0, 1), (1, 0), (1, 1)):
-        part = out[..., :rows if dy else None, :cols if dx else None]
-        torch.maximum(part, x[..., dy::2, dx::2], out=part)
-    return out
+def max_pool_stride2(x: torch.Tensor, kernel: int, rows: int, cols: int) -> torch.Tensor:
+    """Max pooling with stride 2 into ``rows`` x ``cols``, windows starting at 0, 2, 4, ...
+    and cut short at the edge (so ``F.max_pool2d`` in floor or ceil mode, by the output
+    size). Separable, as running maxima of strided views written into the output: on the
+    CPU about three times as fast as ``F.max_pool2d``, which also writes the index of every
+    maximum. Channels-last out."""
+    for dim, out in ((-2, rows), (-1, cols)):
+        take = [slice(None)] * x.dim()
+        take[dim] = slice(0, 2 * out, 2)
+        result = x[tuple(take)].contiguous(memory_format=torch.channels_last)
+        for k in range(1, kernel):
+            take[dim] = slice(k, None, 2)
+            part = x[tuple(take)]
+            size = min(out, part.shape[dim])
+            view = result.narrow(dim, 0, size)
+            torch.maximum(view, part.narrow(dim, 0, size), out=view)
+        x = result
+    return x
+
+
+def _max_pool_3x3(x: torch.Tensor) -> torch.Tensor:
+    """``F.max_pool2d(x, 3, 2)`` (Keras' ``valid`` padding), faster: see
+    :func:`max_pool_stride2`."""
+    return max_pool_stride2(x, 3, (x.shape[-2] - 3) // 2 + 1, (x.shape[-1] - 3) // 2 + 1)
 
 
 def _keras_flatten(x: torch.Tensor) -> torch.Tensor:
@@ -138,7 +151,7 @@ class RNet(_Net):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = max_pool_same(self.prelu1(self.conv1(x)), 3, 2)
-        x = F.max_pool2d(self.prelu2(self.conv2(x)), 3, 2)
+        x = _max_pool_3x3(self.prelu2(self.conv2(x)))
         x = self.prelu3(self.conv3(x))
         x = self.prelu4(self.fc4(_keras_flatten(x)))
         return self.box(x), F.softmax(self.face(x), dim=1)
@@ -166,7 +179,7 @@ class ONet(_Net):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = max_pool_same(self.prelu1(self.conv1(x)), 3, 2)
-        x = F.max_pool2d(self.prelu2(self.conv2(x)), 3, 2)
+        x = _max_pool_3x3(self.prelu2(self.conv2(x)))
         x = max_pool_same(self.prelu3(self.conv3(x)), 2, 2)
         x = self.prelu4(self.conv4(x))
         x = self.prelu5(self.fc5(_keras_flatten(x)))
