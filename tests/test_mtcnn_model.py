@@ -139,6 +139,21 @@ def test_pnet_fires_on_the_face_window(astronaut: torch.Tensor) -> None:
     assert (face > 0.6).float().mean() < 0.05  # and few windows elsewhere
 
 
+def test_pnet_probability_and_boxes_at_hits_equal_its_two_heads(astronaut: torch.Tensor) -> None:
+    pnet, _, _ = load_nets()
+    with torch.no_grad():
+        level = F.interpolate(astronaut, scale_factor=0.3, mode="area")
+        level = torch.cat([level, level.flip(-1)]).contiguous(memory_format=torch.channels_last)
+        box, prob = pnet(level)
+        features = pnet.features(level)
+        torch.testing.assert_close(pnet.face_probability(features), prob[:, 1], atol=1e-6,
+                                   rtol=0)
+        frame, ys, xs = (prob[:, 1] > 0.6).nonzero(as_tuple=True)
+        assert len(frame) > 2 and set(frame.tolist()) == {0, 1}
+        torch.testing.assert_close(pnet.box_at(features, frame, ys, xs),
+                                   box[frame, :, ys, xs], atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("shape", [(1, 10, 647, 1151), (2, 10, 8, 6), (1, 3, 7, 4), (1, 2, 1, 1),
                                    (300, 28, 22, 22), (5, 48, 9, 9), (3, 64, 10, 10)])
 def test_strided_pooling_is_torchs_pooling(shape) -> None:

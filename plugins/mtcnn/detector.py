@@ -260,15 +260,15 @@ class Detector:
         all_boxes, all_scores, all_owners = [], [], []
         for scale, resize in pyramid:
             level = resize(table).to(self.dtype)
-            reg, prob = self.pnet(level)
-            hit = prob[:, 1] >= self.thresholds[0]
-            img, ys, xs = hit.nonzero(as_tuple=True)
+            features = self.pnet.features(level)
+            prob = self.pnet.face_probability(features)
+            img, ys, xs = (prob >= self.thresholds[0]).nonzero(as_tuple=True)
             # the 12x12 window of each output cell, in MTCNN's whole-pixel convention
-            origin = torch.stack([xs, ys], 1).to(reg.dtype) * 2
+            origin = torch.stack([xs, ys], 1).to(features.dtype) * 2
             window = torch.cat([((origin + 1) / scale).floor(),
                                 ((origin + 12) / scale).floor()], 1)
-            found = torch.cat([window, reg[img, :, ys, xs]], 1)
-            scores = prob[img, 1, ys, xs]
+            found = torch.cat([window, self.pnet.box_at(features, img, ys, xs)], 1)
+            scores = prob[img, ys, xs]
             keep = batched_nms(found[:, :4], scores, img, 0.5)  # within the scale, per frame
             all_boxes.append(found[keep])
             all_scores.append(scores[keep])

@@ -128,9 +128,28 @@ class PNet(_Net):
                 self.box, self.face]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.features(x)
+        return self.box(features), F.softmax(self.face(features), dim=1)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The 32 channels per window that both heads read."""
         x = max_pool_same(self.prelu1(self.conv1(x)), 2, 2)
-        x = self.prelu3(self.conv3(self.prelu2(self.conv2(x))))
-        return self.box(x), F.softmax(self.face(x), dim=1)
+        return self.prelu3(self.conv3(self.prelu2(self.conv2(x))))
+
+    def face_probability(self, features: torch.Tensor) -> torch.Tensor:
+        """P(face) of every window (N, h, w): the softmax of two logits is the sigmoid of
+        their difference, so one dot product per window instead of both heads over the
+        whole map (six times less work on the CPU, where the heads were a tenth of it)."""
+        n, channels, height, width = features.shape
+        weight = (self.face.weight[1] - self.face.weight[0]).flatten()
+        bias = self.face.bias[1] - self.face.bias[0]
+        per_window = features.permute(0, 2, 3, 1).reshape(-1, channels)
+        return torch.sigmoid(per_window @ weight + bias).view(n, height, width)
+
+    def box_at(self, features: torch.Tensor, frame: torch.Tensor, ys: torch.Tensor,
+               xs: torch.Tensor) -> torch.Tensor:
+        """The box regression (K, 4) of the windows at (``ys``, ``xs``) of ``frame``."""
+        return F.linear(features[frame, :, ys, xs], self.box.weight.flatten(1), self.box.bias)
 
 
 class RNet(_Net):
