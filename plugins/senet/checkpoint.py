@@ -19,11 +19,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from pipeline.errors import VidgraphError
 from pipeline.weights import model_file, read_checkpoint
 
-from .model import SEResNet, build
+from .model import Ensemble, as_arguments, build
 
 WEIGHTS = Path(__file__).with_name("weights")
 #: built-in models: name -> shipped file (see MODELS.md)
@@ -36,7 +37,7 @@ IMAGENET = {"size": 224, "gray": False, "mean": [0.485, 0.456, 0.406],
 class Classifier:
     """A network ready to classify uint8 pictures, with what it needs to read them."""
 
-    net: SEResNet
+    net: nn.Module
     arch: str
     arch_args: dict[str, Any]
     classes: list[str]
@@ -140,8 +141,28 @@ def _from_checkpoint(path: Path, shown: str) -> Classifier:
                             f"(missing {', '.join(sorted(missing))})")
     args = dict(data.get("arch_args") or {})
     net = build(data["arch"], len(data["classes"]), 1 if data["preprocess"]["gray"] else 3,
-                **{k: tuple(v) if isinstance(v, list) else v for k, v in args.items()})
+                **as_arguments(args))
     net.load_state_dict({k: v.float() if v.is_floating_point() else v
                          for k, v in data["state_dict"].items()})
     return Classifier(net.eval(), data["arch"], args, list(data["classes"]),
                       dict(data["preprocess"]), dict(data.get("info") or {}))
+
+
+def combine(models: list[Classifier]) -> Classifier:
+    """One classifier averaging the class probabilities of ``models`` (an :class:`Ensemble`),
+    which must share classes and preprocessing; it reads the first model's test-time
+    views."""
+    first = models[0]
+    for other in models[1:]:
+        if other.classes != first.classes:
+            raise VidgraphError(f"models to combine differ in classes: {first.classes} and "
+                                f"{other.classes}")
+        mismatch = [k for k in ("size", "gray", "mean", "std")
+                    if other.preprocess[k] != first.preprocess[k]]
+        if mismatch:
+            raise VidgraphError(f"models to combine differ in preprocessing "
+                                f"({', '.join(mismatch)})")
+    members = [{"arch": m.arch, "arch_args": m.arch_args} for m in models]
+    return Classifier(Ensemble([m.net for m in models]).eval(), "ensemble",
+                      {"members": members}, list(first.classes), dict(first.preprocess),
+                      {"members": [m.info for m in models], "fp16": True})

@@ -193,8 +193,31 @@ ARCHITECTURES: dict[str, Callable[..., SEResNet]] = {
 }
 
 
-def build(arch: str, num_classes: int, in_chans: int, **arch_args: Any) -> SEResNet:
-    """The network named ``arch`` (see :data:`ARCHITECTURES`)."""
+class Ensemble(nn.Module):
+    """Networks reading the same input, their class probabilities averaged. The output is
+    the log of that average, so that a softmax of it gives the average back."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = torch.stack([m(x).float().softmax(1) for m in self.members]).mean(0)
+        return probs.log()
+
+
+def build(arch: str, num_classes: int, in_chans: int, **arch_args: Any) -> nn.Module:
+    """The network named ``arch`` (see :data:`ARCHITECTURES`), or an :class:`Ensemble`
+    (``arch`` "ensemble", ``members``: a list of ``{"arch": ..., "arch_args": {...}}``)."""
+    if arch == "ensemble":
+        return Ensemble([build(m["arch"], num_classes, in_chans, **as_arguments(m["arch_args"]))
+                         for m in arch_args["members"]])
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture '{arch}' (known: {', '.join(ARCHITECTURES)})")
     return ARCHITECTURES[arch](num_classes, in_chans, **arch_args)
+
+
+def as_arguments(stored: dict[str, Any]) -> dict[str, Any]:
+    """Architecture arguments as stored in a checkpoint (lists) as :func:`build` takes them
+    (tuples)."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()}

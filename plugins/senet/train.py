@@ -35,7 +35,7 @@ from pipeline.training import (
 
 from .checkpoint import Classifier
 from .data import LabelledImages, read
-from .model import build
+from .model import as_arguments, build
 from .report import confusion_matrix, confusion_png, format_confusion
 
 
@@ -103,7 +103,7 @@ def main(args: argparse.Namespace) -> int:
         arch_args.pop("layers", None)
     try:
         net = build(args.arch, len(data.classes), 1 if gray else 3,
-                    **{k: tuple(v) if isinstance(v, list) else v for k, v in arch_args.items()})
+                    **as_arguments(arch_args))
     except (ValueError, TypeError) as exc:
         raise VidgraphError(f"--arch {args.arch}: {exc}") from exc
     net = net.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
