@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from plugins.mtcnn.model import (
     ONet,
     PNet,
+    PReLU,
     RNet,
     load_keras_arrays,
     load_nets,
@@ -167,3 +168,16 @@ def test_strided_pooling_is_torchs_pooling(shape) -> None:
         rows, cols = -(-(shape[-2] - 3) // 2) + 1, -(-(shape[-1] - 3) // 2) + 1
         assert torch.equal(max_pool_stride2(x, 3, rows, cols),
                            F.max_pool2d(x, 3, 2, ceil_mode=True))
+
+
+@pytest.mark.parametrize("shape", [(1, 10, 37, 29), (3, 10, 5, 1), (2, 16, 4, 4), (4, 10, 1, 1)])
+def test_channels_last_prelu_is_torchs(shape) -> None:
+    layer = PReLU(shape[1])
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(shape[1]))  # negative slopes too
+    x = torch.randn(shape)
+    for memory in (torch.channels_last, torch.contiguous_format):
+        y = layer(x.contiguous(memory_format=memory))
+        assert torch.equal(y, F.prelu(x, layer.weight))
+    assert layer(x.contiguous(memory_format=torch.channels_last)).is_contiguous(
+        memory_format=torch.channels_last)
