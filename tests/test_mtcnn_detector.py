@@ -9,16 +9,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from plugins.mtcnn import detector as detector_module
-from plugins.mtcnn.detector import (
+from plugins.mtcnn import area as area_module
+from plugins.mtcnn.area import (
+    NET_OFFSET,
     AreaResize,
-    Detector,
-    batched_nms,
-    box_iou,
+    crop_bins,
     crops,
+    gathered_bin_means,
     summed_area,
     summed_area_torch,
 )
+from plugins.mtcnn.detector import Detector, batched_nms, box_iou
 
 #: her face in skimage's 512x512 astronaut, labelled by hand (brows to chin, ear to ear)
 FACE = (182.0, 62.0, 268.0, 174.0)
@@ -162,12 +163,17 @@ def test_crops_are_the_reference_crops_for_all_boxes_of_all_frames(size) -> None
         x, y = rng.uniform(-side / 2, 160 - side / 2), rng.uniform(-side / 2, 120 - side / 2)
         boxes.append([x, y, x + side, y + side * rng.uniform(0.8, 1.2)])
         owner.append(k % 3)
-    cut = crops(summed_area(torch.from_numpy(frames)),
-                torch.tensor(boxes, dtype=torch.float32), torch.tensor(owner), size)
+    table, boxes_, owner_ = (summed_area(torch.from_numpy(frames)),
+                             torch.tensor(boxes, dtype=torch.float32), torch.tensor(owner))
+    cut = crops(table, boxes_, owner_, size)  # the compiled loop, on the CPU
     assert cut.shape == (40, 3, size, size)
+    assert cut.is_contiguous(memory_format=torch.channels_last)
     for k, (box, frame) in enumerate(zip(boxes, owner, strict=True)):
         torch.testing.assert_close(cut[k], reference_crop(frames[frame], box, size),
                                    atol=1e-5, rtol=0)
+    # what other devices run: four gathers
+    gathered = gathered_bin_means(table, owner_, *crop_bins(table, boxes_, size), NET_OFFSET)
+    assert torch.equal(cut, gathered)
 
 
 @pytest.mark.gpu
@@ -189,14 +195,17 @@ def test_cpu_and_gpu_agree(detector, astronaut) -> None:
 def test_frames_too_big_for_int32_sums_get_64_bit_tables(monkeypatch, astronaut) -> None:
     frames = torch.from_numpy(astronaut[None])
     small = summed_area(frames)
-    monkeypatch.setattr(detector_module, "INT32_SUMS", 1000)
+    monkeypatch.setattr(area_module, "INT32_SUMS", 1000)
     wide = summed_area(frames)
     assert small.dtype == torch.int32 and wide.dtype == torch.float64
     assert torch.equal(wide, small.double())
     assert summed_area_torch(frames, torch.int64).equal(small.long())
     boxes = torch.tensor([[100.0, 50.0, 300.0, 260.0]])
-    torch.testing.assert_close(crops(wide, boxes, torch.zeros(1, dtype=torch.long), 48),
-                               crops(small, boxes, torch.zeros(1, dtype=torch.long), 48))
+    first = torch.zeros(1, dtype=torch.long)
+    torch.testing.assert_close(crops(wide, boxes, first, 48), crops(small, boxes, first, 48))
+    torch.testing.assert_close(
+        gathered_bin_means(wide, first, *crop_bins(wide, boxes, 48), NET_OFFSET),
+        crops(small, boxes, first, 48))
 
 
 @pytest.mark.parametrize("height, width", [(480, 640), (1080, 1920), (37, 53)])
@@ -208,13 +217,19 @@ def test_pyramid_levels_are_torchs_area_resizing(height, width) -> None:
     assert torch.equal(summed_area_torch(frames, torch.int32), table)  # the GPU's way
     as_float = frames.permute(0, 3, 1, 2).float()
     for out in [(height * 3 // 5 + 1, width * 3 // 5 + 1), (15, 21), (height, width)]:
-        level = AreaResize.between((height, width), out, frames.device)(table)
+        resize = AreaResize.between((height, width), out, frames.device)
+        level = resize(table)  # the compiled loop, on the CPU
+        assert level.shape == (2, 3, *out)
         assert level.is_contiguous(memory_format=torch.channels_last)
         expected = F.interpolate(as_float, size=out, mode="area")
         torch.testing.assert_close(level, expected, atol=2e-5, rtol=1e-6)
-        normalised = AreaResize.between((height, width), out, frames.device,
-                                        scale=1 / 128, offset=-127.5 / 128)(table)
+        assert torch.equal(level, resize.gathered(table))  # what other devices run
+        assert torch.equal(level, resize(table.double()))  # 64-bit tables, 4K and up
+        normalise = AreaResize.between((height, width), out, frames.device,
+                                       scale=1 / 128, offset=-127.5 / 128)
+        normalised = normalise(table)
         torch.testing.assert_close(normalised, (expected - 127.5) / 128, atol=1e-6, rtol=0)
+        assert torch.equal(normalised, normalise.gathered(table))
 
 
 def test_crops_of_big_boxes_are_exact_too(astronaut) -> None:

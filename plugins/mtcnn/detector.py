@@ -10,14 +10,11 @@ implementations.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import cv2
-import numpy as np
 import torch
 
 from pipeline.frame import Detections
 
+from .area import NET_OFFSET, AreaResize, crops, summed_area
 from .model import ONet, PNet, RNet, load_nets
 
 
@@ -85,110 +82,6 @@ def regress(boxes: torch.Tensor, offsets: torch.Tensor, *, inclusive: bool) -> t
     return boxes + offsets * torch.stack([w, h, w, h], 1)
 
 
-#: the largest frame sum int32 tables hold (beyond it, 4K and up, tables take 64 bits)
-INT32_SUMS = 2 ** 31 - 1
-
-
-def summed_area(images: torch.Tensor) -> torch.Tensor:
-    """Summed-area tables of uint8 frames (N, H, W, C): (N, H + 1, W + 1, C), entry (y, x)
-    the sum of the pixels above and left of it, exact (int32 while a frame's sum fits, else
-    64 bits). One pass over each frame; the pyramid and every crop then read only the
-    corners of their bins. On the CPU OpenCV's vectorised integral, elsewhere two cumsums."""
-    n, height, width, channels = images.shape
-    wide = height * width * 255 > INT32_SUMS
-    if images.device.type != "cpu":
-        return summed_area_torch(images, torch.int64 if wide else torch.int32)
-    depth = cv2.CV_64F if wide else cv2.CV_32S
-    tables = [cv2.integral(np.ascontiguousarray(frame.numpy()), sdepth=depth)
-              for frame in images]
-    return torch.from_numpy(np.stack(tables).reshape(n, height + 1, width + 1, channels))
-
-
-def summed_area_torch(images: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """:func:`summed_area` in torch operations, on any device."""
-    n, height, width, channels = images.shape
-    table = images.new_zeros((n, height + 1, width + 1, channels), dtype=dtype)
-    table[:, 1:, 1:] = images.to(dtype).cumsum(1, dtype=dtype).cumsum(2, dtype=dtype)
-    return table
-
-
-def _bins(size: int, out: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bins of PyTorch's area resizing (adaptive average pooling) from ``size`` to ``out``
-    pixels: bin i spans [floor(i * size / out), ceil((i + 1) * size / out)), overlapping by
-    design; returns their starts and ends."""
-    i = torch.arange(out, device=device)
-    return i * size // out, ((i + 1) * size + out - 1) // out
-
-
-@dataclass(frozen=True)
-class AreaResize:
-    """PyTorch's area resizing (``F.interpolate(mode="area")``) from one frame size to one
-    output size, read from summed-area tables (:func:`summed_area`), optionally rescaled as
-    ``scale * mean + offset``; work out once per frame size, apply to every frame."""
-
-    rows: tuple[torch.Tensor, torch.Tensor]
-    cols: tuple[torch.Tensor, torch.Tensor]
-    weight: torch.Tensor  # (h, w, 1): scale over each bin's pixel count
-    offset: float
-
-    @classmethod
-    def between(cls, size: tuple[int, int], out: tuple[int, int], device: torch.device, *,
-                scale: float = 1.0, offset: float = 0.0) -> AreaResize:
-        """From ``size`` (height, width) to ``out`` on ``device``."""
-        rows, cols = _bins(size[0], out[0], device), _bins(size[1], out[1], device)
-        count = (rows[1] - rows[0])[:, None] * (cols[1] - cols[0])[None, :]
-        return cls(rows, cols, (scale / count.to(torch.float32))[:, :, None], offset)
-
-    def __call__(self, table: torch.Tensor) -> torch.Tensor:
-        """The frames of ``table``, resized: float32 (N, C, h, w), channels-last."""
-        n, rows, cols, channels = table.shape
-        # rows then columns, each gathered as whole contiguous runs (twice as fast as 4-D)
-        flat = table.view(n, rows, cols * channels)
-        strips = flat.index_select(1, self.rows[1]) - flat.index_select(1, self.rows[0])
-        strips = strips.view(-1, cols, channels)
-        sums = strips.index_select(1, self.cols[1]) - strips.index_select(1, self.cols[0])
-        out = sums.to(torch.float32).view(n, *self.weight.shape[:2], channels)
-        return out.mul_(self.weight).add_(self.offset).permute(0, 3, 1, 2)
-
-
-def crops(table: torch.Tensor, boxes: torch.Tensor, owner: torch.Tensor,
-          size: int) -> torch.Tensor:
-    """``size`` x ``size`` crops of ``boxes`` from the frames of ``table`` (see
-    :func:`summed_area`), normalised for the nets: float32 (K, C, size, size), channels-last.
-
-    The reference implementations' crop: each box cut at whole pixels (from trunc(x1) - 1
-    up to trunc(x2)) and area-resized with the bins of adaptive average pooling, black
-    outside the frame. Every bin's sum is read from the four corners of its in-frame part,
-    for all bins of all boxes of all frames in four gathers, whatever the boxes' sizes.
-    """
-    _, rows, cols, channels = table.shape
-    if len(boxes) == 0:
-        return torch.empty((0, channels, size, size), device=table.device)
-    corner = boxes[:, :2].trunc() - 1  # (K, 2): x0, y0
-    extent = (boxes[:, 2:4].trunc() - corner).clamp(min=1)  # (K, 2): width, height
-    i = torch.arange(size + 1, device=boxes.device, dtype=boxes.dtype)
-    starts = corner[:, :, None] + (i[:-1] * extent[:, :, None] / size).floor()  # (K, 2, S)
-    ends = corner[:, :, None] + (i[1:] * extent[:, :, None] / size).ceil()
-    limit = torch.tensor([cols - 1, rows - 1], device=boxes.device,
-                         dtype=boxes.dtype)[None, :, None]
-    low = torch.minimum(starts.clamp(min=0), limit).long()  # pixels outside read as zero
-    high = torch.minimum(ends.clamp(min=0), limit).long()
-    first_row = (owner * rows)[:, None, None]
-    flat = table.view(-1, channels)
-
-    def at(ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:  # (K, S, S, C)
-        index = (first_row + ys[:, :, None]) * cols + xs[:, None, :]
-        return flat.index_select(0, index.flatten()).view(*index.shape, channels)
-
-    (x0, y0), (x1, y1) = low.unbind(1), high.unbind(1)
-    # column sums first: every partial result stays within the table's range
-    sums = (at(y1, x1) - at(y0, x1)) - (at(y1, x0) - at(y0, x0))
-    lengths = ends - starts
-    weight = 1 / (128 * lengths[:, 1, :, None] * lengths[:, 0, None, :])  # mean, then / 128
-    out = sums.to(torch.float32).mul_(weight[:, :, :, None]).sub_(127.5 / 128)
-    return out.permute(0, 3, 1, 2)
-
-
 class Detector:
     """MTCNN on batches of same-size frames: ``detect(images)`` for uint8 (N, H, W, 3) RGB.
 
@@ -249,7 +142,7 @@ class Detector:
             self._levels[key] = [
                 (s, AreaResize.between((height, width), (int(height * s + 1),
                                                          int(width * s + 1)),
-                                       self.device, scale=1 / 128, offset=-127.5 / 128))
+                                       self.device, scale=1 / 128, offset=NET_OFFSET))
                 for s in pyramid_scales(height, width, self.min_face, self.scale_factor)]
         return self._levels[key]
 
