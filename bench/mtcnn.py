@@ -37,7 +37,8 @@ sys.path[0] = str(ROOT)  # not bench/: this file would shadow the mtcnn package
 
 from bench.timing import rate  # noqa: E402
 from pipeline.memory import keep_freed_memory  # noqa: E402
-from plugins.mtcnn.detector import Detector, box_iou  # noqa: E402
+from plugins.mtcnn.detector import Detector  # noqa: E402
+from plugins.mtcnn.nms import box_iou  # noqa: E402
 
 SIZES = {"640x480": (480, 640), "1280x720": (720, 1280), "1920x1080": (1080, 1920)}
 

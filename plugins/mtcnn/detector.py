@@ -16,6 +16,7 @@ from pipeline.frame import Detections
 
 from .area import NET_OFFSET, AreaResize, crops, summed_area
 from .model import ONet, PNet, RNet, load_nets
+from .nms import batched_nms
 
 
 def pyramid_scales(height: int, width: int, min_face: float, factor: float) -> list[float]:
@@ -28,41 +29,6 @@ def pyramid_scales(height: int, width: int, min_face: float, factor: float) -> l
         scale *= factor
         side *= factor
     return scales
-
-
-def box_iou(a: torch.Tensor, b: torch.Tensor, *, by_min: bool = False) -> torch.Tensor:
-    """IoU matrix of boxes (x1 y1 x2 y2); ``by_min``: intersection over the smaller box."""
-    area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
-    area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
-    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
-    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    if by_min:
-        return inter / torch.minimum(area_a[:, None], area_b[None, :]).clamp(min=1e-9)
-    return inter / (area_a[:, None] + area_b[None, :] - inter).clamp(min=1e-9)
-
-
-def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor,
-                threshold: float, *, by_min: bool = False) -> torch.Tensor:
-    """Indices kept by greedy NMS within each group, best first.
-
-    Greedy NMS as a fixed point (Cluster-NMS, Zheng et al. 2020): a box survives when no
-    surviving better box overlaps it; iterating from "all survive" reaches exactly the
-    greedy result, with matrix operations instead of a Python loop over boxes.
-    """
-    if boxes.numel() == 0:
-        return torch.zeros(0, dtype=torch.long, device=boxes.device)
-    order = scores.argsort(descending=True)
-    b = boxes[order]
-    shift = (b.max() + 1) * groups[order].to(b.dtype)
-    iou = box_iou(b + shift[:, None], b + shift[:, None], by_min=by_min).triu(diagonal=1)
-    keep = torch.ones(len(b), dtype=torch.bool, device=b.device)
-    for _ in range(len(b)):
-        new = (iou * keep[:, None]).amax(0) <= threshold
-        if torch.equal(new, keep):
-            break
-        keep = new
-    return order[keep]
 
 
 def square(boxes: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,82 @@
+"""Non-maximum suppression of boxes in groups (one per frame), greedy: a box is kept when
+no kept box of its group with a better score overlaps it by more than the threshold.
+
+On the CPU a compiled loop (numba) walks the boxes best first and stops at the first
+overlap; elsewhere the same result comes from matrix operations (:func:`cluster_nms`),
+which suit a GPU. Both compute IoU in float32 in the same order, so they keep the same
+boxes.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import torch
+
+
+def box_iou(a: torch.Tensor, b: torch.Tensor, *, by_min: bool = False) -> torch.Tensor:
+    """IoU matrix of boxes (x1 y1 x2 y2); ``by_min``: intersection over the smaller box."""
+    area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
+    area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
+    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
+    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    if by_min:
+        return inter / torch.minimum(area_a[:, None], area_b[None, :]).clamp(min=1e-9)
+    return inter / (area_a[:, None] + area_b[None, :] - inter).clamp(min=1e-9)
+
+
+def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor,
+                threshold: float, *, by_min: bool = False) -> torch.Tensor:
+    """Indices kept by greedy NMS within each group, best first (``by_min``: overlap as
+    intersection over the smaller box)."""
+    if boxes.numel() == 0:
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    order = scores.argsort(descending=True)
+    if boxes.device.type != "cpu":
+        return order[cluster_nms(boxes[order], groups[order], threshold, by_min=by_min)]
+    keep = np.empty(len(order), np.bool_)
+    _greedy_nms(boxes[order].float().numpy(), groups[order].numpy(), np.float32(threshold),
+                by_min, keep)
+    return order[torch.from_numpy(keep)]
+
+
+def cluster_nms(boxes: torch.Tensor, groups: torch.Tensor, threshold: float, *,
+                by_min: bool = False) -> torch.Tensor:
+    """Which of ``boxes`` (sorted best first) greedy NMS keeps, as a boolean mask, with
+    matrix operations instead of a loop over boxes: greedy NMS as a fixed point
+    (Cluster-NMS, Zheng et al. 2020). A box survives when no surviving better box
+    overlaps it; iterating from "all survive" reaches exactly the greedy result."""
+    shift = (boxes.max() + 1) * groups.to(boxes.dtype)  # groups apart: they never overlap
+    shifted = boxes + shift[:, None]
+    iou = box_iou(shifted, shifted, by_min=by_min).triu(diagonal=1)
+    keep = torch.ones(len(boxes), dtype=torch.bool, device=boxes.device)
+    for _ in range(len(boxes)):
+        new = (iou * keep[:, None]).amax(0) <= threshold
+        if torch.equal(new, keep):
+            break
+        keep = new
+    return keep
+
+
+@numba.njit(cache=True, nogil=True)
+def _greedy_nms(boxes: np.ndarray, groups: np.ndarray, threshold: np.float32, by_min: bool,
+                keep: np.ndarray) -> None:
+    """Greedy NMS of ``boxes`` (K, 4) float32, sorted best first, into the mask ``keep``;
+    the float32 arithmetic of :func:`box_iou`."""
+    zero, tiny = np.float32(0), np.float32(1e-9)
+    for j in range(boxes.shape[0]):
+        keep[j] = True
+        x1, y1, x2, y2 = boxes[j, 0], boxes[j, 1], boxes[j, 2], boxes[j, 3]
+        area_j = max(x2 - x1, zero) * max(y2 - y1, zero)
+        for i in range(j):
+            if not keep[i] or groups[i] != groups[j]:
+                continue
+            area_i = (max(boxes[i, 2] - boxes[i, 0], zero)
+                      * max(boxes[i, 3] - boxes[i, 1], zero))
+            inter = (max(min(boxes[i, 2], x2) - max(boxes[i, 0], x1), zero)
+                     * max(min(boxes[i, 3], y2) - max(boxes[i, 1], y1), zero))
+            union = min(area_i, area_j) if by_min else area_i + area_j - inter
+            if inter / max(union, tiny) > threshold:
+                keep[j] = False
+                break
