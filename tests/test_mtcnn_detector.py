@@ -105,14 +105,15 @@ def test_a_batch_gives_what_single_frames_give(detector, astronaut) -> None:
     pictures = [composite(astronaut, s, a, c)[0] for s, a, c in
                 ((1.0, 0, (320, 240)), (0.5, 5, (150, 120)), (0.7, 0, (480, 300)))]
     pictures.append(np.full_like(pictures[0], 90))
-    # the batched path (what a GPU runs) on the CPU, against frame-by-frame
-    batching = Detector(torch.device("cpu"), per_frame=False)
-    together = detect(batching, *pictures)
-    for picture, batched in zip(pictures, together, strict=True):
+    together = detect(detector, *pictures)
+    in_chunks = detect(Detector(torch.device("cpu"), chunk=3), *pictures)  # 3 frames, then 1
+    for picture, batched, chunked in zip(pictures, together, in_chunks, strict=True):
         (alone,) = detect(detector, picture)
-        assert len(alone) == len(batched)
-        torch.testing.assert_close(alone.boxes, batched.boxes, atol=1e-3, rtol=0)
-        torch.testing.assert_close(alone.landmarks, batched.landmarks, atol=1e-3, rtol=0)
+        assert len(alone) == len(batched) == len(chunked)
+        for found in (batched, chunked):
+            torch.testing.assert_close(alone.boxes, found.boxes, atol=1e-3, rtol=0)
+            torch.testing.assert_close(alone.landmarks, found.landmarks, atol=1e-3, rtol=0)
+    assert [len(found) for found in together] == [1, 1, 1, 0]
 
 
 def greedy_nms(boxes: list, scores: list, threshold: float, by_min: bool) -> list[int]:

@@ -35,9 +35,10 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor,
     order = scores.argsort(descending=True)
     if boxes.device.type != "cpu":
         return order[cluster_nms(boxes[order], groups[order], threshold, by_min=by_min)]
+    _, group = torch.unique(groups[order], return_inverse=True)  # 0, 1, ... per group
     keep = np.empty(len(order), np.bool_)
-    _greedy_nms(boxes[order].float().numpy(), groups[order].numpy(), np.float32(threshold),
-                by_min, keep)
+    _greedy_nms(boxes[order].float().numpy(), group.numpy(), np.float32(threshold), by_min,
+                keep)
     return order[torch.from_numpy(keep)]
 
 
@@ -60,18 +61,25 @@ def cluster_nms(boxes: torch.Tensor, groups: torch.Tensor, threshold: float, *,
 
 
 @numba.njit(cache=True, nogil=True)
-def _greedy_nms(boxes: np.ndarray, groups: np.ndarray, threshold: np.float32, by_min: bool,
+def _greedy_nms(boxes: np.ndarray, group: np.ndarray, threshold: np.float32, by_min: bool,
                 keep: np.ndarray) -> None:
-    """Greedy NMS of ``boxes`` (K, 4) float32, sorted best first, into the mask ``keep``;
-    the float32 arithmetic of :func:`box_iou`."""
+    """Greedy NMS of ``boxes`` (K, 4) float32, sorted best first, in groups numbered 0, 1,
+    ..., into the mask ``keep``: each box is compared with the boxes kept so far in its
+    group only. The float32 arithmetic of :func:`box_iou`."""
     zero, tiny = np.float32(0), np.float32(1e-9)
+    groups = group.max() + 1
+    first = np.zeros(groups + 1, np.int64)  # where each group's kept boxes are listed
+    for g in group:
+        first[g + 1] += 1
+    first = np.cumsum(first)
+    kept = np.zeros(groups, np.int64)
+    listed = np.empty(len(group), np.int64)
     for j in range(boxes.shape[0]):
-        keep[j] = True
         x1, y1, x2, y2 = boxes[j, 0], boxes[j, 1], boxes[j, 2], boxes[j, 3]
         area_j = max(x2 - x1, zero) * max(y2 - y1, zero)
-        for i in range(j):
-            if not keep[i] or groups[i] != groups[j]:
-                continue
+        g = group[j]
+        keep[j] = True
+        for i in listed[first[g]:first[g] + kept[g]]:
             area_i = (max(boxes[i, 2] - boxes[i, 0], zero)
                       * max(boxes[i, 3] - boxes[i, 1], zero))
             inter = (max(min(boxes[i, 2], x2) - max(boxes[i, 0], x1), zero)
@@ -80,3 +88,6 @@ def _greedy_nms(boxes: np.ndarray, groups: np.ndarray, threshold: np.float32, by
             if inter / max(union, tiny) > threshold:
                 keep[j] = False
                 break
+        if keep[j]:
+            listed[first[g] + kept[g]] = j
+            kept[g] += 1
