@@ -48,18 +48,19 @@ def regress(boxes: torch.Tensor, offsets: torch.Tensor, *, inclusive: bool) -> t
     return boxes + offsets * torch.stack([w, h, w, h], 1)
 
 
-#: frames that go through the cascade together on the CPU: from 640x480 to 1080p, chunks of
-#: 8 ran 1.15-1.4x faster than single frames (fewer, bigger calls); chunks of 32 were slower
-#: from 720p up
-CPU_CHUNK = 8
+#: pixels of the frames that go through the cascade together on the CPU, one 1080p frame:
+#: chunks of 4 to 8 frames of 640x480 ran 1.2-1.4x faster per frame than single frames
+#: (fewer, bigger calls), 2 of 720p 1.1x; bigger chunks gained little with kept memory
+#: (``pipeline.memory``) and, with glibc's default malloc, lost up to half of the speed to
+#: page faults in their fresh, larger buffers
+CPU_CHUNK_PIXELS = 1920 * 1080
 
 
 class Detector:
     """MTCNN on batches of same-size frames: ``detect(images)`` for uint8 (N, H, W, 3) RGB.
 
     Frames go through each step of the cascade together, ``chunk`` at a time: on a GPU the
-    whole batch, on the CPU :data:`CPU_CHUNK` frames (more only add memory: a chunk of 32
-    1080p frames held 5.5 GB, and ran slower than chunks of 8). Network inputs are
+    whole batch, on the CPU as many as :data:`CPU_CHUNK_PIXELS` allows. Network inputs are
     channels-last, which doubles the speed of the CPU convolutions. Each frame is summed
     once into a summed-area table, from which every pyramid level and every R-Net and
     O-Net crop is read (see :class:`AreaResize` and :func:`crops`).
@@ -81,7 +82,7 @@ class Detector:
         for net in (self.pnet, self.rnet, self.onet):
             # torch takes memory_format here; its type stubs do not know it
             net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        self.chunk = chunk or (CPU_CHUNK if device.type == "cpu" else None)
+        self.chunk = chunk
         self._levels: dict[tuple[int, int], list[tuple[float, AreaResize]]] = {}
 
     @torch.inference_mode()
@@ -89,9 +90,16 @@ class Detector:
         """Faces in each of ``images`` (uint8 N, H, W, 3 RGB on this detector's device):
         boxes in pixels, scores, and five landmarks per face (left eye, right eye, nose,
         left and right mouth corner)."""
-        step = self.chunk or len(images)
+        step = self._chunk(images)
         return [found for first in range(0, len(images), step)
                 for found in self._cascade(images[first:first + step])]
+
+    def _chunk(self, images: torch.Tensor) -> int:
+        if self.chunk is not None:
+            return self.chunk
+        if self.device.type != "cpu":
+            return max(1, len(images))
+        return max(1, CPU_CHUNK_PIXELS // (images.shape[1] * images.shape[2]))
 
     def _cascade(self, images: torch.Tensor) -> list[Detections]:
         n, height, width, _ = images.shape
