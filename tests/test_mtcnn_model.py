@@ -19,6 +19,7 @@ from plugins.mtcnn.model import (
     load_nets,
     max_pool_same,
     max_pool_stride2,
+    prelu_max_pool2,
 )
 
 # -- Keras layers in NumPy (NHWC), written from the Keras documentation ------------------------
@@ -181,3 +182,13 @@ def test_channels_last_prelu_is_torchs(shape) -> None:
         assert torch.equal(y, F.prelu(x, layer.weight))
     assert layer(x.contiguous(memory_format=torch.channels_last)).is_contiguous(
         memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("shape", [(1, 10, 647, 1151), (2, 10, 9, 7), (1, 10, 6, 6),
+                                   (3, 4, 1, 1), (1, 10, 2, 5)])
+def test_compiled_prelu_and_pooling_is_torchs(shape) -> None:
+    x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
+    slope = torch.randn(shape[1])
+    pooled = prelu_max_pool2(x, slope)
+    assert pooled.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(pooled, F.max_pool2d(F.prelu(x, slope), 2, 2, ceil_mode=True))

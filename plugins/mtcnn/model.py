@@ -18,6 +18,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numba
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -84,6 +86,49 @@ def max_pool_stride2(x: torch.Tensor, kernel: int, rows: int, cols: int) -> torc
             torch.maximum(view, part, out=view)
         x = result
     return x
+
+
+def prelu_max_pool2(x: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
+    """``max_pool_same(F.prelu(x, slope), 2, 2)`` of a channels-last float32 map on the CPU,
+    in one compiled pass (numba) that reads the map once, where PReLU then pooling read it
+    twice and write it once more: P-Net's first layer, its biggest map. The same values."""
+    n, channels, height, width = x.shape
+    out = np.empty((n, (height + 1) // 2, (width + 1) // 2, channels), np.float32)
+    _prelu_max_pool2(x.permute(0, 2, 3, 1).numpy(), slope.detach().numpy(), out)
+    return torch.from_numpy(out).permute(0, 3, 1, 2)
+
+
+@numba.njit(cache=True, nogil=True)
+def _prelu_max_pool2(x: np.ndarray, slope: np.ndarray, out: np.ndarray) -> None:
+    """:func:`prelu_max_pool2` on NHWC arrays. Each pair of rows is reduced to its maximum
+    as flat runs of (width x channels) values, which vectorise, then pairs of pixels."""
+    n, height, width, channels = x.shape
+    zero = np.float32(0)
+    tiled = np.empty((width, channels), np.float32)  # the slope of every value in a row
+    for column in range(width):
+        tiled[column] = slope
+    pair = np.empty((width, channels), np.float32)
+    rows, flat_slope, flat_pair = (x.reshape(n, height, width * channels),
+                                   tiled.reshape(-1), pair.reshape(-1))
+    for b in range(n):
+        for i in range(out.shape[1]):
+            top = rows[b, 2 * i]
+            # PReLU as max(v, 0) + slope * min(v, 0): the same value, without a branch
+            if 2 * i + 1 < height:
+                bottom = rows[b, 2 * i + 1]
+                for k in range(flat_pair.shape[0]):
+                    flat_pair[k] = max(
+                        max(top[k], zero) + flat_slope[k] * min(top[k], zero),
+                        max(bottom[k], zero) + flat_slope[k] * min(bottom[k], zero))
+            else:  # an odd last row pools alone ("same" padding pads at the end)
+                for k in range(flat_pair.shape[0]):
+                    flat_pair[k] = max(top[k], zero) + flat_slope[k] * min(top[k], zero)
+            row = out[b, i]
+            for j in range(width // 2):
+                for c in range(channels):
+                    row[j, c] = max(pair[2 * j, c], pair[2 * j + 1, c])
+            if width % 2:
+                row[width // 2] = pair[width - 1]
 
 
 def _max_pool_3x3(x: torch.Tensor) -> torch.Tensor:
@@ -160,7 +205,12 @@ class PNet(_Net):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The 32 channels per window that both heads read."""
-        x = max_pool_same(self.prelu1(self.conv1(x)), 2, 2)
+        x = self.conv1(x)
+        if (x.device.type == "cpu" and x.dtype == torch.float32 and not x.requires_grad
+                and x.is_contiguous(memory_format=torch.channels_last)):
+            x = prelu_max_pool2(x, self.prelu1.weight)
+        else:
+            x = max_pool_same(self.prelu1(x), 2, 2)
         return self.prelu3(self.conv3(self.prelu2(self.conv2(x))))
 
     def face_probability(self, features: torch.Tensor) -> torch.Tensor:
