@@ -10,17 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from plugins.mtcnn.model import (
-    ONet,
-    PNet,
-    PReLU,
-    RNet,
-    load_keras_arrays,
-    load_nets,
-    max_pool_same,
-    max_pool_stride2,
-    prelu_max_pool2,
-)
+from plugins.mtcnn.layers import PReLU, max_pool_same, max_pool_stride2, prelu_max_pool2
+from plugins.mtcnn.model import ONet, PNet, RNet, load_keras_arrays, load_nets
 
 # -- Keras layers in NumPy (NHWC), written from the Keras documentation ------------------------
 
