@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 REF ?= .venv-ref
 REF_PKGS ?= torch==2.14.1 torchvision==0.29.1 timm==1.0.31
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench gpu-wheels clean
 
 $(BIN)/vidgraph: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,5 +34,12 @@ test: $(BIN)/vidgraph $(REF)/bin/timm-ready
 bench: $(BIN)/vidgraph
 	$(BIN)/python bench/transcode.py
 
+# The packages a lent GPU machine's image lacks (it has CUDA torch, OpenCV, numba, pytest and
+# Python 3.12, and no network), for bench/gpu_check.sh to install there from .wheels/.
+gpu-wheels: $(BIN)/vidgraph
+	$(BIN)/pip download -q --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+	  -d .wheels av pydantic mtcnn websocket-client
+
 clean:
-	rm -rf $(VENV) $(REF) out
+	rm -rf $(VENV) $(REF) out .wheels
