@@ -3,10 +3,6 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
-# Reference implementations the tests compare against (timm's SE-ResNets). timm needs
-# torchvision, which cannot load beside the CPU torch above: they get a venv of their own.
-REF ?= .venv-ref
-REF_PKGS ?= torch==2.14.1 torchvision==0.29.1 timm==1.0.31
 
 .PHONY: demo test lint bench gpu-wheels clean
 
@@ -18,15 +14,10 @@ $(BIN)/vidgraph: pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]" "$(TORCH)"
 	touch $@
 
-$(REF)/bin/timm-ready:
-	$(PYTHON) -m venv $(REF)
-	$(REF)/bin/pip install -q $(REF_PKGS)
-	touch $@
-
 demo: $(BIN)/vidgraph
 	$(BIN)/vidgraph run graphs/demo.yaml
 
-test: $(BIN)/vidgraph $(REF)/bin/timm-ready
+test: $(BIN)/vidgraph
 	$(BIN)/ruff check pipeline plugins tests bench run.py
 	$(BIN)/mypy pipeline
 	$(BIN)/python -m pytest -q
@@ -42,4 +33,4 @@ gpu-wheels: $(BIN)/vidgraph
 	  -d .wheels av pydantic mtcnn websocket-client
 
 clean:
-	rm -rf $(VENV) $(REF) out .wheels
+	rm -rf $(VENV) out .wheels

@@ -1,17 +1,22 @@
 """SE-ResNets: shapes, the SE block's behaviour, and timm state-dict compatibility."""
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from plugins.senet.model import BasicBlock, SqueezeExcite, build, se_resnet, se_resnet_compact
+from plugins.senet.model import (
+    BasicBlock,
+    Bottleneck,
+    SEResNet,
+    SqueezeExcite,
+    build,
+    se_resnet,
+    se_resnet_compact,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-REFERENCE_PYTHON = Path(os.environ.get("VIDGRAPH_REF_PYTHON", ROOT / ".venv-ref/bin/python"))
 
 
 @pytest.mark.parametrize(("depth", "classes", "chans", "size"),
@@ -59,27 +64,23 @@ def test_unknown_architecture_is_named():
         build("se_resnet7", 10, 3)
 
 
-@pytest.fixture(scope="module")
-def timm_models(tmp_path_factory) -> dict:
-    if not REFERENCE_PYTHON.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"no reference venv at {REFERENCE_PYTHON} (make test creates it)")
-        pytest.skip(f"no reference venv with timm at {REFERENCE_PYTHON}")
-    out = tmp_path_factory.mktemp("timm") / "models.pt"
-    subprocess.run([str(REFERENCE_PYTHON), str(ROOT / "tests/reference/timm_seresnet.py"),
-                    str(out)], check=True, timeout=300)
-    return torch.load(out, weights_only=True)
+#: timm's SE-ResNets (small ones, its layout), their weights and outputs, written by
+#: tests/data/make_timm_golden.py in a virtual environment of its own
+TIMM_GOLDEN = ROOT / "tests/data/timm_seresnet.pt"
 
 
-@pytest.mark.parametrize(("name", "depth"), [("seresnet18", 18), ("seresnet50", 50)])
-def test_timm_state_dict_loads_strictly_and_gives_timms_output(timm_models, name, depth):
-    saved = timm_models[name]
-    ours = se_resnet(depth, 10, 3)
-    ours.load_state_dict(saved["state_dict"])  # strict: same names, same shapes
+@pytest.mark.parametrize(("name", "block"), [("basic", BasicBlock), ("bottleneck", Bottleneck)])
+def test_timm_state_dict_loads_strictly_and_gives_timms_output(name, block):
+    golden = torch.load(TIMM_GOLDEN, weights_only=True)
+    saved = golden[name]
+    ours = SEResNet(block, tuple(golden["layers"]), 10, 3, widths=tuple(golden["widths"]))
+    # strict: the same names and shapes as timm's (stored in half precision, exactly)
+    ours.load_state_dict({k: v.float() if v.is_floating_point() else v
+                          for k, v in saved["state_dict"].items()})
     ours.eval()
     with torch.no_grad():
         out = ours(saved["input"])
-    assert torch.allclose(out, saved["output"], atol=1e-4, rtol=1e-4), \
+    assert torch.allclose(out, saved["output"], atol=1e-5, rtol=1e-5), \
         (out - saved["output"]).abs().max()
     assert sys.modules.get("timm") is None  # ours never needed timm itself
 
