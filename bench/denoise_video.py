@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[0] = str(ROOT)
 
 from bench.timing import write_report  # noqa: E402
-from pipeline.frame import Frame  # noqa: E402
-from pipeline.testing import run_node  # noqa: E402
+from pipeline.core.frame import Frame  # noqa: E402
+from pipeline.kit.testing import run_node  # noqa: E402
 from plugins.denoise.noise import gaussian  # noqa: E402
 
 #: camera motion in pixels per frame (down, right) and the square's (right)

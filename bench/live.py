@@ -28,10 +28,10 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline import config  # noqa: E402
-from pipeline.executor import Executor  # noqa: E402
-from pipeline.graph import build_graph  # noqa: E402
-from pipeline.registry import Registry  # noqa: E402
+from pipeline.core import config  # noqa: E402
+from pipeline.core.executor import Executor  # noqa: E402
+from pipeline.core.graph import build_graph  # noqa: E402
+from pipeline.core.registry import Registry  # noqa: E402
 from tests.live_servers import Camera  # noqa: E402
 
 

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[0] = str(ROOT)  # not bench/: this file would shadow the mtcnn package
 
 from bench.timing import rate  # noqa: E402
-from pipeline.memory import keep_freed_memory  # noqa: E402
+from pipeline.app.memory import keep_freed_memory  # noqa: E402
 from plugins.mtcnn.detector import Detector  # noqa: E402
 from plugins.mtcnn.nms import box_iou  # noqa: E402
 

@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[0] = str(ROOT)
 
 from bench.timing import write_report  # noqa: E402
-from pipeline.frame import Frame  # noqa: E402
-from pipeline.testing import run_node  # noqa: E402
+from pipeline.core.frame import Frame  # noqa: E402
+from pipeline.kit.testing import run_node  # noqa: E402
 from plugins.style import checkpoint  # noqa: E402
 from plugins.style.losses import PerceptualLoss  # noqa: E402
 from plugins.style.train import read_picture, style_target  # noqa: E402

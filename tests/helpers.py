@@ -9,8 +9,8 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from pipeline.frame import Frame
-from pipeline.node import Params, Port, PortKind, Sink, Stage
+from pipeline.core.frame import Frame
+from pipeline.core.node import Params, Port, PortKind, Sink, Stage
 
 
 class FailOnParams(Params):

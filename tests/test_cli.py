@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.registry import Registry
+from pipeline.core.registry import Registry
 
 from .conftest import ROOT, ffprobe, stream, vidgraph
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import config
-from pipeline.errors import GraphError
+from pipeline.core import config
+from pipeline.core.errors import GraphError
 
 TEXT = """\
 name: t

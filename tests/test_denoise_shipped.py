@@ -45,9 +45,9 @@ def test_denoiser_beats_the_noise_and_non_local_means_at_sigma_25(name, picture)
 def _node_psnr(device: str, half: bool) -> float:
     from skimage import data
 
-    from pipeline.frame import Frame
-    from pipeline.node import NodeContext
-    from pipeline.registry import Registry
+    from pipeline.core.frame import Frame
+    from pipeline.core.node import NodeContext
+    from pipeline.core.registry import Registry
 
     clean = torch.from_numpy(data.astronaut()).float() / 255
     noisy = gaussian(clean, 25.0, torch.Generator().manual_seed(5)).clamp(0, 1)

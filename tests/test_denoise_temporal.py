@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.frame import Frame
-from pipeline.testing import run_node
+from pipeline.core.frame import Frame
+from pipeline.kit.testing import run_node
 from plugins.denoise.noise import gaussian
 from plugins.denoise.temporal import _shifted, align
 

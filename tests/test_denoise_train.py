@@ -8,10 +8,10 @@ import cv2
 import pytest
 import torch
 
-from pipeline.cli import main
-from pipeline.frame import Frame
-from pipeline.testing import run_node
-from pipeline.training import native_bf16
+from pipeline.app.cli import main
+from pipeline.core.frame import Frame
+from pipeline.kit.testing import run_node
+from pipeline.kit.training import native_bf16
 from plugins.denoise.apply import load, tiled
 from plugins.denoise.evaluate import ssim
 from plugins.denoise.noise import gaussian
@@ -100,8 +100,8 @@ def test_split_view_keeps_the_input_left_of_a_line(trained):
 def test_a_batch_of_two_sizes_and_noise_levels_matches_frame_by_frame(trained):
     from skimage import data
 
-    from pipeline.node import NodeContext
-    from pipeline.registry import Registry
+    from pipeline.core.node import NodeContext
+    from pipeline.core.registry import Registry
 
     g = torch.Generator().manual_seed(3)
     frames = []

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.device import resolve_device
-from pipeline.errors import VidgraphError
-from pipeline.frame import Frame
-from pipeline.testing import run_graph
+from pipeline.core.device import resolve_device
+from pipeline.core.errors import VidgraphError
+from pipeline.core.frame import Frame
+from pipeline.kit.testing import run_graph
 
 from .conftest import vidgraph
 from .helpers import Record
@@ -47,7 +47,7 @@ def test_gpu_stage_gets_cuda_frames_and_matches_cpu() -> None:
     frame = Frame.from_image(image, pts=0, time_base=Fraction(1, 30))
     on_gpu = frame.to(torch.device("cuda"))
     assert on_gpu.device.type == "cuda" and on_gpu.to(torch.device("cuda")) is on_gpu
-    from pipeline.node import NodeContext
+    from pipeline.core.node import NodeContext
     from plugins.transform.resize import Resize
 
     gpu = Resize(Resize.Params(width=48), NodeContext("r", torch.device("cuda")))

@@ -7,9 +7,9 @@ import uuid
 
 import pytest
 
-from pipeline.errors import NodeError
-from pipeline.executor import RunStatus
-from pipeline.testing import run_graph
+from pipeline.core.errors import NodeError
+from pipeline.core.executor import RunStatus
+from pipeline.kit.testing import run_graph
 
 from .helpers import Record
 
@@ -135,10 +135,10 @@ def test_fan_out_delivers_every_frame_to_each_consumer() -> None:
 
 
 def test_stop_drains_and_finishes_cleanly() -> None:
-    from pipeline import config
-    from pipeline.executor import Executor
-    from pipeline.graph import build_graph
-    from pipeline.registry import Registry
+    from pipeline.core import config
+    from pipeline.core.executor import Executor
+    from pipeline.core.graph import build_graph
+    from pipeline.core.registry import Registry
 
     k = key()
     doc = config.loads(f"""

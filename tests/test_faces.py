@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.frame import Frame
-from pipeline.testing import run_node
+from pipeline.core.frame import Frame
+from pipeline.kit.testing import run_node
 from plugins.mtcnn.face_crops import TEMPLATES, similarity
 
 from .conftest import ffprobe, stream, vidgraph

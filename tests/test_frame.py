@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.frame import Detections, Frame
+from pipeline.core.frame import Detections, Frame
 
 
 def test_frame_is_immutable_and_replace_returns_a_new_one() -> None:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import config
-from pipeline.errors import GraphError
-from pipeline.graph import build_graph
-from pipeline.registry import Registry
+from pipeline.core import config
+from pipeline.core.errors import GraphError
+from pipeline.core.graph import build_graph
+from pipeline.core.registry import Registry
 
 from .conftest import vidgraph
 

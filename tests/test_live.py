@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline import config
-from pipeline.executor import Executor, RunResult
-from pipeline.graph import build_graph
-from pipeline.registry import Registry
+from pipeline.core import config
+from pipeline.core.executor import Executor, RunResult
+from pipeline.core.graph import build_graph
+from pipeline.core.registry import Registry
 
 from .conftest import ROOT, RUN, ffprobe, stream
 from .helpers import Record

@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import config
-from pipeline.edge import EdgePolicy
-from pipeline.errors import GraphError, ParameterError
-from pipeline.executor import Executor
-from pipeline.graph import build_graph
-from pipeline.live import Backoff, is_live_url, redact
-from pipeline.registry import Registry
-from pipeline.sources_file import SourcesWatcher, load_sources
-from pipeline.testing import make_clip, run_graph
+from pipeline.core import config
+from pipeline.core.edge import EdgePolicy
+from pipeline.core.errors import GraphError, ParameterError
+from pipeline.core.executor import Executor
+from pipeline.core.graph import build_graph
+from pipeline.core.registry import Registry
+from pipeline.kit.testing import make_clip, run_graph
+from plugins.media.live import Backoff, is_live_url, redact
+from plugins.media.sources_file import SourcesWatcher, load_sources
 from plugins.media.stream_reader import LIVE_TIME_BASE, LiveTimeline
 
 from .conftest import ffprobe, stream, vidgraph

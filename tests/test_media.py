@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.executor import RunStatus
-from pipeline.testing import run_graph
+from pipeline.core.executor import RunStatus
+from pipeline.kit.testing import run_graph
 
 from .conftest import ROOT, RUN, ffprobe, stream, vidgraph
 
@@ -235,8 +235,8 @@ def test_images_round_trip_with_their_names(tmp_path: Path) -> None:
 def test_jsonl_lines_carry_detections_and_labels(tmp_path: Path) -> None:
     import torch
 
-    from pipeline.frame import Detections, Frame
-    from pipeline.testing import run_node
+    from pipeline.core.frame import Detections, Frame
+    from pipeline.kit.testing import run_node
 
     dets = Detections(boxes=torch.tensor([[1.0, 2.0, 30.5, 40.0]]), scores=torch.tensor([0.9]),
                       landmarks=torch.arange(10, dtype=torch.float32).reshape(1, 5, 2),

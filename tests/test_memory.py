@@ -9,7 +9,7 @@ import pytest
 PROBE = """
 import resource, sys, torch
 import torch.nn.functional as F
-from pipeline.memory import keep_freed_memory
+from pipeline.app.memory import keep_freed_memory
 took = keep_freed_memory() if sys.argv[1] == "keep" else None
 torch.set_num_threads(1)
 x, w = torch.rand(1, 3, 720, 1280), torch.rand(10, 3, 3, 3)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.frame import Frame
-from pipeline.testing import run_node
+from pipeline.core.frame import Frame
+from pipeline.kit.testing import run_node
 
 from .conftest import ffprobe, stream, vidgraph
 from .test_mtcnn_detector import FACE, composite, iou
@@ -58,7 +58,7 @@ def test_max_side_maps_boxes_back_to_the_full_picture(astronaut) -> None:
 def test_a_batch_of_two_sizes_from_two_streams(astronaut) -> None:
     small, face_small = composite(astronaut, 0.6, 0, (200, 150), size=(360, 640))
     large, face_large = composite(astronaut, 1.2, 0, (500, 400), size=(720, 1280))
-    from pipeline.registry import Registry
+    from pipeline.core.registry import Registry
 
     cls = Registry.from_entry_points().get("mtcnn")
     node = cls(cls.Params(), _context())
@@ -70,7 +70,7 @@ def test_a_batch_of_two_sizes_from_two_streams(astronaut) -> None:
 
 
 def _context():
-    from pipeline.node import NodeContext
+    from pipeline.core.node import NodeContext
 
     return NodeContext("faces", torch.device("cpu"), batch_size=4)
 

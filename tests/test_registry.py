@@ -6,9 +6,9 @@ from importlib.metadata import EntryPoint
 
 import pytest
 
-from pipeline.errors import PluginConflict, PluginNotFound
-from pipeline.node import Stage
-from pipeline.registry import Registry, load_python_class
+from pipeline.core.errors import PluginConflict, PluginNotFound
+from pipeline.core.node import Stage
+from pipeline.core.registry import Registry, load_python_class
 
 
 def test_entry_points_load_every_builtin_with_matching_names() -> None:

@@ -6,14 +6,14 @@ import json
 import pytest
 import torch
 
-from pipeline import config
-from pipeline.errors import GraphError
-from pipeline.executor import RunStatus
-from pipeline.frame import Detections, Frame
-from pipeline.graph import build_graph
-from pipeline.node import Emit, NodeContext
-from pipeline.registry import Registry
-from pipeline.testing import run_graph
+from pipeline.core import config
+from pipeline.core.errors import GraphError
+from pipeline.core.executor import RunStatus
+from pipeline.core.frame import Detections, Frame
+from pipeline.core.graph import build_graph
+from pipeline.core.node import Emit, NodeContext
+from pipeline.core.registry import Registry
+from pipeline.kit.testing import run_graph
 from plugins.transform.route import Route, RouteParams
 
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.cli import main
-from pipeline.errors import VidgraphError
-from pipeline.frame import Frame
-from pipeline.testing import run_node
+from pipeline.app.cli import main
+from pipeline.core.errors import VidgraphError
+from pipeline.core.frame import Frame
+from pipeline.kit.testing import run_node
 from plugins.senet import checkpoint
 from plugins.senet.data import read
 from plugins.senet.train import predict

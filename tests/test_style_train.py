@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.cli import main
-from pipeline.errors import VidgraphError
-from pipeline.executor import RunStatus
-from pipeline.frame import Frame
-from pipeline.testing import make_clip, run_graph, run_node
+from pipeline.app.cli import main
+from pipeline.core.errors import VidgraphError
+from pipeline.core.executor import RunStatus
+from pipeline.core.frame import Frame
+from pipeline.kit.testing import make_clip, run_graph, run_node
 from plugins.style import checkpoint
 from plugins.style.filters import apply_lut, read_cube, warm_film
 

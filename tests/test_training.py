@@ -6,8 +6,8 @@ import itertools
 import pytest
 import torch
 
-from pipeline import training
-from pipeline.training import autocast, mixed_precision, run_facts, schedule
+from pipeline.kit import training
+from pipeline.kit.training import autocast, mixed_precision, run_facts, schedule
 
 CPU = torch.device("cpu")
 

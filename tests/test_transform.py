@@ -9,8 +9,8 @@ from pathlib import Path
 import av
 import torch
 
-from pipeline.frame import Frame
-from pipeline.testing import run_node
+from pipeline.core.frame import Frame
+from pipeline.kit.testing import run_node
 
 
 def decoded_frames(clip: Path, n: int) -> list[Frame]:
@@ -45,7 +45,7 @@ def test_resize_batch_matches_single_frames() -> None:
     images = [torch.randint(0, 256, (48, 64, 3), dtype=torch.uint8) for _ in range(3)]
     frames = [Frame.from_image(im, pts=i, time_base=Fraction(1, 30)) for i, im in
               enumerate(images)]
-    from pipeline.node import NodeContext
+    from pipeline.core.node import NodeContext
     from plugins.transform.resize import Resize
 
     node = Resize(Resize.Params(width=32), NodeContext("r", torch.device("cpu")))

@@ -16,15 +16,17 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from . import config, training
+from plugins.media.sources_file import SourcesWatcher, load_sources
+
+from ..core import config
+from ..core.errors import GraphError, NodeError, ParameterError, VidgraphError
+from ..core.executor import Executor, RunStatus
+from ..core.graph import Graph, build_graph
+from ..core.metrics import Progress
+from ..core.registry import Registry
+from ..kit import training
 from .describe import describe, json_schema, plugin_table, to_dot, to_mermaid
-from .errors import GraphError, NodeError, ParameterError, VidgraphError
-from .executor import Executor, RunStatus
-from .graph import Graph, build_graph
 from .memory import keep_freed_memory
-from .metrics import Progress
-from .registry import Registry
-from .sources_file import SourcesWatcher, load_sources
 
 log = logging.getLogger("vidgraph")
 

@@ -12,9 +12,9 @@ from typing import Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from .graph import Graph, NodeSettings
-from .node import Node
-from .registry import Registry
+from ..core.graph import Graph, NodeSettings
+from ..core.node import Node
+from ..core.registry import Registry
 
 _LIMITS = (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .frame import Frame
+from ..core.frame import Frame
 
 
 def group_by_size(frames: Sequence[Frame]) -> dict[tuple[int, int], list[int]]:

@@ -19,12 +19,12 @@ import numpy as np
 import torch
 import yaml
 
-from . import config
-from .executor import Executor, RunResult
-from .frame import Frame
-from .graph import build_graph
-from .node import Emit, NodeContext, Sink, Stage
-from .registry import Registry
+from ..core import config
+from ..core.executor import Executor, RunResult
+from ..core.frame import Frame
+from ..core.graph import build_graph
+from ..core.node import Emit, NodeContext, Sink, Stage
+from ..core.registry import Registry
 
 
 def make_clip(path: str | Path, *, seconds: float = 2.0, width: int = 320, height: int = 240,

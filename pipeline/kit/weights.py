@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .errors import VidgraphError
+from ..core.errors import VidgraphError
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
 

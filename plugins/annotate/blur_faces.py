@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from pipeline.frame import Frame
-from pipeline.node import Params, Stage
+from pipeline.core.frame import Frame
+from pipeline.core.node import Params, Stage
 
 
 class BlurFacesParams(Params):

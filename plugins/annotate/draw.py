@@ -7,8 +7,8 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from pipeline.frame import Frame
-from pipeline.node import Params, Stage
+from pipeline.core.frame import Frame
+from pipeline.core.node import Params, Stage
 
 #: landmark colours (RGB): eyes, nose, mouth corners
 _POINT_COLOURS = ((0, 160, 255), (0, 160, 255), (255, 200, 0), (255, 60, 60), (255, 60, 60))

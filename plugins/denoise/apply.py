@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline.weights import built_in_files, load_network
+from pipeline.kit.weights import built_in_files, load_network
 
 from .model import ARCHITECTURES
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.errors import VidgraphError
+from pipeline.core.errors import VidgraphError
 
 from .apply import load, tiled
 from .noise import gaussian

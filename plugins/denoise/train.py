@@ -22,10 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.device import resolve_device
-from pipeline.errors import VidgraphError
-from pipeline.training import ProgressBar, autocast, run_facts, schedule, seed_everything
-from pipeline.weights import save_network
+from pipeline.core.device import resolve_device
+from pipeline.core.errors import VidgraphError
+from pipeline.kit.training import ProgressBar, autocast, run_facts, schedule, seed_everything
+from pipeline.kit.weights import save_network
 
 from .model import ARCHITECTURES
 from .noise import camera, gaussian, to_linear, to_srgb

@@ -17,9 +17,9 @@ from typing import Any
 import av
 import numpy as np
 
-from pipeline.errors import MediaError
-from pipeline.frame import AudioPacket, Frame
-from pipeline.live import redact
+from pipeline.core.errors import MediaError
+from pipeline.core.frame import AudioPacket, Frame
+from plugins.media.live import redact
 
 log = logging.getLogger("vidgraph")
 #: mpeg4 (and some others) reject time bases with a denominator over 65535.

@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from pipeline.errors import MediaError, ParameterError
-from pipeline.frame import Frame
-from pipeline.node import Params, Sink
+from pipeline.core.errors import MediaError, ParameterError
+from pipeline.core.frame import Frame
+from pipeline.core.node import Params, Sink
 
 
 class ImageSinkParams(Params):

@@ -11,9 +11,9 @@ from pathlib import Path
 import cv2
 from pydantic import Field
 
-from pipeline.errors import MediaError
-from pipeline.frame import Frame
-from pipeline.node import Params, Source
+from pipeline.core.errors import MediaError
+from pipeline.core.frame import Frame
+from pipeline.core.node import Params, Source
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 

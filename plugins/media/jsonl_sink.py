@@ -10,9 +10,9 @@ from typing import Any
 import torch
 from pydantic import Field
 
-from pipeline.errors import ParameterError
-from pipeline.frame import Frame
-from pipeline.node import Params, Port, PortKind, Sink
+from pipeline.core.errors import ParameterError
+from pipeline.core.frame import Frame
+from pipeline.core.node import Params, Port, PortKind, Sink
 
 
 class JsonlSinkParams(Params):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pipeline.frame import Frame
-from pipeline.node import Sink
+from pipeline.core.frame import Frame
+from pipeline.core.node import Sink
 
 
 class NullSink(Sink):

@@ -15,9 +15,9 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from pipeline.errors import MediaError
-from pipeline.frame import Frame
-from pipeline.node import Params, Sink
+from pipeline.core.errors import MediaError
+from pipeline.core.frame import Frame
+from pipeline.core.node import Params, Sink
 
 log = logging.getLogger("vidgraph")
 _BOUNDARY = "vidgraphframe"

@@ -18,8 +18,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .config import expand_env
-from .errors import ParameterError
+from pipeline.core.config import expand_env
+from pipeline.core.errors import ParameterError
 
 log = logging.getLogger("vidgraph")
 

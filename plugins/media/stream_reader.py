@@ -28,9 +28,9 @@ from typing import Any
 
 import av
 
-from pipeline.errors import MediaError
-from pipeline.frame import AudioPacket, Frame
-from pipeline.live import Backoff, is_capture_device, is_network_url, redact
+from pipeline.core.errors import MediaError
+from pipeline.core.frame import AudioPacket, Frame
+from plugins.media.live import Backoff, is_capture_device, is_network_url, redact
 
 log = logging.getLogger("vidgraph")
 LIVE_TIME_BASE = Fraction(1, 90_000)

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from pipeline.frame import Frame
-from pipeline.node import Params, Source
+from pipeline.core.frame import Frame
+from pipeline.core.node import Params, Source
 
 
 class TestSourceParams(Params):

@@ -12,10 +12,10 @@ from typing import Any
 import av
 from pydantic import Field
 
-from pipeline.errors import MediaError, ParameterError
-from pipeline.frame import AudioPacket, Frame
-from pipeline.live import Backoff, redact
-from pipeline.node import Params, Port, PortKind, Sink
+from pipeline.core.errors import MediaError, ParameterError
+from pipeline.core.frame import AudioPacket, Frame
+from pipeline.core.node import Params, Port, PortKind, Sink
+from plugins.media.live import Backoff, redact
 
 from .encoded_output import EncodedOutput, EncoderSettings
 

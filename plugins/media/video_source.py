@@ -11,10 +11,10 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from pipeline.frame import Frame
-from pipeline.live import is_live_url
-from pipeline.node import END, Emit, Params, Port, PortKind, Source
-from pipeline.sources_file import SourceEntry
+from pipeline.core.frame import Frame
+from pipeline.core.node import END, Emit, Params, Port, PortKind, Source
+from plugins.media.live import is_live_url
+from plugins.media.sources_file import SourceEntry
 
 from .stream_reader import ReadOptions, StreamReader, open_container
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.frame import Detections
+from pipeline.core.frame import Detections
 
 from .area import NET_OFFSET, AreaResize, crops, summed_area
 from .model import ONet, PNet, RNet, load_nets
@@ -51,7 +51,7 @@ def regress(boxes: torch.Tensor, offsets: torch.Tensor, *, inclusive: bool) -> t
 #: pixels of the frames that go through the cascade together on the CPU, one 1080p frame:
 #: chunks of 4 to 8 frames of 640x480 ran 1.2-1.4x faster per frame than single frames
 #: (fewer, bigger calls), 2 of 720p 1.1x; bigger chunks gained little with kept memory
-#: (``pipeline.memory``) and, with glibc's default malloc, lost up to half of the speed to
+#: (``pipeline.app.memory``) and, with glibc's default malloc, lost up to half of the speed to
 #: page faults in their fresh, larger buffers
 CPU_CHUNK_PIXELS = 1920 * 1080
 

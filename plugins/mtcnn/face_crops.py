@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from pipeline.frame import Detections, Frame
-from pipeline.node import Params, Stage
+from pipeline.core.frame import Detections, Frame
+from pipeline.core.node import Params, Stage
 
 #: where the five landmarks sit in a 112x112 chip: ``arcface`` is the ArcFace/InsightFace
 #: template; ``fer2013`` is where they sit in FER2013's faces (the median of this MTCNN's

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.errors import VidgraphError
+from pipeline.core.errors import VidgraphError
 
 from .layers import PReLU, max_pool_3x3, max_pool_same, prelu_max_pool2
 

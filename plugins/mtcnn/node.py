@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from pipeline.batching import group_by_size
-from pipeline.frame import Detections, Frame
-from pipeline.node import Params, Stage
+from pipeline.core.frame import Detections, Frame
+from pipeline.core.node import Params, Stage
+from pipeline.kit.batching import group_by_size
 
 from .detector import Detector
 

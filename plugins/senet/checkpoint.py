@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.errors import VidgraphError
-from pipeline.weights import model_file, read_checkpoint
+from pipeline.core.errors import VidgraphError
+from pipeline.kit.weights import model_file, read_checkpoint
 
 from .model import Ensemble, as_arguments, build
 

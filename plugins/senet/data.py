@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import torch
 
-from pipeline.errors import VidgraphError
+from pipeline.core.errors import VidgraphError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 SPLIT_KEYS = ("split", "usage")

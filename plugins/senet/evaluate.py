@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.device import resolve_device
-from pipeline.errors import VidgraphError
+from pipeline.core.device import resolve_device
+from pipeline.core.errors import VidgraphError
 
 from . import checkpoint
 from .data import read

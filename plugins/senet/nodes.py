@@ -8,9 +8,9 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from pipeline.errors import VidgraphError
-from pipeline.frame import Detections, Frame
-from pipeline.node import Params, Stage
+from pipeline.core.errors import VidgraphError
+from pipeline.core.frame import Detections, Frame
+from pipeline.core.node import Params, Stage
 
 from . import checkpoint
 

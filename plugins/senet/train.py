@@ -22,9 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.device import resolve_device
-from pipeline.errors import VidgraphError
-from pipeline.training import (
+from pipeline.core.device import resolve_device
+from pipeline.core.errors import VidgraphError
+from pipeline.kit.training import (
     ProgressBar,
     autocast,
     batches,

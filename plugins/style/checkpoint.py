@@ -10,8 +10,8 @@ from typing import Any
 
 from torch import nn
 
-from pipeline.errors import VidgraphError
-from pipeline.weights import built_in_files, load_network, save_network
+from pipeline.core.errors import VidgraphError
+from pipeline.kit.weights import built_in_files, load_network, save_network
 
 from .model import ARCHITECTURES
 

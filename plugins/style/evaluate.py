@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import torch
 
-from pipeline.errors import VidgraphError
+from pipeline.core.errors import VidgraphError
 
 from . import checkpoint
 from .losses import PerceptualLoss

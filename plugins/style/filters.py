@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from pipeline.errors import VidgraphError
-from pipeline.frame import Frame
-from pipeline.node import Params, Stage
+from pipeline.core.errors import VidgraphError
+from pipeline.core.frame import Frame
+from pipeline.core.node import Params, Stage
 
 Effect = Literal["cartoon", "pencil", "stylize", "detail", "color_grade"]
 #: OpenCV's suggested (sigma_s, sigma_r) per effect

@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from pipeline.batching import group_by_size
-from pipeline.frame import Frame
-from pipeline.node import Params, Stage
+from pipeline.core.frame import Frame
+from pipeline.core.node import Params, Stage
+from pipeline.kit.batching import group_by_size
 
 from . import checkpoint
 

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.device import resolve_device
-from pipeline.errors import VidgraphError
-from pipeline.training import ProgressBar, autocast, run_facts, schedule, seed_everything
+from pipeline.core.device import resolve_device
+from pipeline.core.errors import VidgraphError
+from pipeline.kit.training import ProgressBar, autocast, run_facts, schedule, seed_everything
 
 from . import checkpoint
 from .losses import CONTENT_LAYERS, STYLE_LAYERS, PerceptualLoss

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.errors import VidgraphError
+from pipeline.core.errors import VidgraphError
 
 WEIGHTS_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
 #: (block, convolutions, channels) of VGG-19's five blocks

@@ -6,8 +6,8 @@ import time
 
 from pydantic import Field
 
-from pipeline.frame import Frame
-from pipeline.node import Params, Stage
+from pipeline.core.frame import Frame
+from pipeline.core.node import Params, Stage
 
 
 class IdentityParams(Params):

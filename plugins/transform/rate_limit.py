@@ -7,8 +7,8 @@ import time
 
 from pydantic import Field, model_validator
 
-from pipeline.frame import Frame
-from pipeline.node import Params, Stage
+from pipeline.core.frame import Frame
+from pipeline.core.node import Params, Stage
 
 
 class RateLimitParams(Params):

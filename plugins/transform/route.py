@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pipeline.frame import Frame
-from pipeline.node import Emit, Params, Port, Stage
+from pipeline.core.frame import Frame
+from pipeline.core.node import Emit, Params, Port, Stage
 
 DEFAULT = "default"
 

@@ -1,0 +1,1 @@
+"""The application: the command line, descriptions of plugins and graphs, process settings."""

@@ -1,0 +1,2 @@
+"""The kit plugin authors use: batching, weights, image conversions, training helpers,
+and test helpers."""
