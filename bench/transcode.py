@@ -28,7 +28,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.kit.testing import make_clip  # noqa: E402
+from plugins.media.clips import make_clip  # noqa: E402
 
 CRF, PRESET = 23, "veryfast"
 

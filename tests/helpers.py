@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import pickle
 import random
 import threading
 import time
+from collections.abc import Iterator
+from fractions import Fraction
 from typing import ClassVar
 
+import torch
 from pydantic import Field
 
 from pipeline.core.frame import Frame
-from pipeline.core.node import Params, Port, PortKind, Sink, Stage
+from pipeline.core.node import Emit, Params, Port, PortKind, Sink, Source, Stage
+from pipeline.core.streams import StreamEnded
 
 
 class FailOnParams(Params):
@@ -53,9 +58,6 @@ class BatchRecorder(Stage):
         Record.add(self.params.key, len(frames))
         time.sleep(self.params.delay_ms / 1000)
         return frames
-
-    def process(self, frame: Frame) -> Frame:
-        return self.process_batch([frame])[0]
 
 
 class Jitter(Stage):
@@ -140,3 +142,95 @@ class EventLog(Sink):
 
     def receive(self, port: str, item: object) -> None:
         Record.add(self.params.key, item)
+
+
+class StreamsParams(Params):
+    streams: int = Field(3, description="how many streams")
+    frames: int = Field(10, description="frames per stream")
+    end_early: bool = Field(False, description="end stream 0 halfway, by a StreamEnded")
+
+
+class ManyStreams(Source):
+    """Frames of several streams, interleaved (stream s0, s1, ...), 8x8 pixels whose value
+    is the frame index; optionally ends stream s0 early by yielding ``StreamEnded``."""
+
+    name = "many_streams"
+    summary = "interleaved frames of several streams"
+    Params = StreamsParams
+    params: StreamsParams
+
+    def generate(self) -> Iterator[Frame | StreamEnded]:
+        p = self.params
+        for i in range(p.frames):
+            for s in range(p.streams):
+                if p.end_early and s == 0 and i >= p.frames // 2:
+                    if i == p.frames // 2:
+                        yield StreamEnded("s0", "ended early")
+                    continue
+                yield Frame.from_image(torch.full((8, 8, 3), i % 256, dtype=torch.uint8),
+                                       pts=i, time_base=Fraction(1, 30), stream=f"s{s}",
+                                       index=i)
+
+
+class PerStreamParams(RecordParams):
+    fail_on: int | None = Field(None, description="frame index whose batch raises")
+
+
+class PerStream(Stage):
+    """Keeps per-stream history (declared), and records in ``Record.seen[key]`` what each
+    instance saw: ``(instance id, event, stream, index)``, with event ``frame``,
+    ``started`` or ``ended``. A batch holding frame ``fail_on`` raises."""
+
+    name = "per_stream"
+    summary = "per-stream state, recorded"
+    Params = PerStreamParams
+    params: PerStreamParams
+    any_device = True
+    stream_state = ("history",)
+
+    def open(self) -> None:
+        self.history: dict[str, list[int]] = {}
+
+    def stream_started(self, stream: str) -> None:
+        Record.add(self.params.key, (id(self), "started", stream, None))
+
+    def stream_ended(self, stream: str) -> list[Frame]:
+        Record.add(self.params.key, (id(self), "ended", stream, None))
+        super().stream_ended(stream)
+        return []
+
+    def process_batch(self, frames: list[Frame]) -> list[Frame]:
+        assert torch.is_inference_mode_enabled()  # the runtime's, not the node's
+        for frame in frames:
+            Record.add(self.params.key, (id(self), "frame", frame.stream, frame.index))
+            self.history.setdefault(frame.stream, []).append(frame.index)
+        time.sleep(self.params.delay_ms / 1000 + random.random() * self.params.jitter_ms / 1000)
+        if any(f.index == self.params.fail_on for f in frames):
+            raise ValueError(f"boom at {self.params.fail_on}")
+        return frames
+
+
+class SharedState(Stage):
+    """A stage whose state spans streams: it cannot be split into replicas."""
+
+    name = "shared_state"
+    summary = "state across streams"
+    replicable = False
+
+    def process(self, frame: Frame) -> Frame:
+        return frame
+
+
+class PickleAudio(Stage):
+    """Sends every audio packet through ``pickle`` (as if it crossed a process) and on."""
+
+    name = "pickle_audio"
+    summary = "audio packets through pickle"
+    inputs = (Port("in", optional=True), Port("audio", PortKind.AUDIO))
+    outputs = (Port("out", optional=True), Port("audio", PortKind.AUDIO))
+
+    def process(self, frame: Frame) -> Frame:
+        return frame
+
+    def receive(self, port: str, item: object) -> Emit:
+        return Emit("audio", pickle.loads(pickle.dumps(item)))

@@ -64,10 +64,13 @@ class Camera:
     """A synthetic RTSP camera (H.264 + AAC) in a subprocess; can be killed, restarted on
     the same port, frozen (SIGSTOP) and thawed."""
 
-    def __init__(self, *, fps: int = 30, audio: bool = True, path: str = "/cam") -> None:
+    def __init__(self, *, fps: int = 30, audio: bool = True, path: str = "/cam",
+                 gop: int = 15, size: tuple[int, int] = (320, 240)) -> None:
         self.fps = fps
         self.audio = audio
         self.path = path
+        self.gop = gop  # frames between keyframes: a new viewer's first picture waits for one
+        self.size = size
         self.port = 0
         self.proc: subprocess.Popen[str] | None = None
 
@@ -79,7 +82,8 @@ class Camera:
     def start(self) -> Camera:
         """Start serving (on the previous port after a kill); returns once it listens."""
         args = [SYSTEM_PYTHON, str(CAMERA_SCRIPT), "--port", str(self.port), "--path", self.path,
-                "--fps", str(self.fps)]
+                "--fps", str(self.fps), "--gop", str(self.gop), "--width", str(self.size[0]),
+                "--height", str(self.size[1])]
         if not self.audio:
             args.append("--no-audio")
         deadline = time.monotonic() + 10

@@ -111,7 +111,7 @@ def test_a_batch_of_two_sizes_and_noise_levels_matches_frame_by_frame(trained):
         frames.append(Frame.from_image((noisy * 255).round().byte(), index=k, stream=str(k)))
     cls = Registry.from_entry_points().get("denoise")
     node = cls(cls.Params(model=str(trained), sigma="auto"),
-               NodeContext("clean", torch.device("cpu"), batch_size=3))
+               NodeContext("clean", torch.device("cpu")))
     node.open()
     together = node.process_batch(frames)
     alone = [run_node("denoise", [f], model=str(trained), sigma="auto")[0] for f in frames]

@@ -52,6 +52,6 @@ def test_gpu_stage_gets_cuda_frames_and_matches_cpu() -> None:
 
     gpu = Resize(Resize.Params(width=48), NodeContext("r", torch.device("cuda")))
     cpu = Resize(Resize.Params(width=48), NodeContext("r", torch.device("cpu")))
-    a, b = gpu.process(on_gpu), cpu.process(frame)
+    a, b = gpu.process_batch([on_gpu])[0], cpu.process_batch([frame])[0]
     assert a.device.type == "cuda"
     assert (a.image.cpu().int() - b.image.int()).abs().max() <= 1

@@ -47,12 +47,12 @@ def test_similarity_recovers_a_known_transform() -> None:
 def test_chips_put_the_landmarks_on_the_template_and_are_faces(astronaut) -> None:
     frame = run_node("face_crops", [detected(astronaut)])[0]
     dets = frame.detections
-    assert dets.crops is not None and dets.crops.shape == (1, 112, 112, 3)
+    assert "crops" in dets.extra and dets.extra["crops"].shape == (1, 112, 112, 3)
     m = similarity(dets.landmarks, TEMPLATE_112)[0]
     moved = dets.landmarks[0] @ m[:, :2].T + m[:, 2]
     error = (moved - TEMPLATE_112).norm(dim=1)  # a similarity fits 5 points only roughly
     assert error.mean() < 5 and error.max() < 8  # pixels in a 112 px chip
-    again = detected(dets.crops[0].numpy())  # the chip itself is a face, centred
+    again = detected(dets.extra["crops"][0].numpy())  # the chip itself is a face, centred
     assert len(again.detections) == 1
     x1, y1, x2, y2 = again.detections.boxes[0].tolist()
     assert abs((x1 + x2) / 2 - 56) < 10 and abs((y1 + y2) / 2 - 62) < 15
@@ -62,7 +62,7 @@ def test_chips_put_the_landmarks_on_the_template_and_are_faces(astronaut) -> Non
 def test_faces_found_again_in_the_chips_have_their_landmarks_on_the_template(
         astronaut, template: str) -> None:
     frame = run_node("face_crops", [detected(astronaut)], size=112, template=template)[0]
-    chip = np.pad(frame.detections.crops[0].numpy(), ((24, 24), (24, 24), (0, 0)), "edge")
+    chip = np.pad(frame.detections.extra["crops"][0].numpy(), ((24, 24), (24, 24), (0, 0)), "edge")
     again = detected(chip).detections  # padded: a tight chip is too close to its border
     assert len(again) == 1
     error = (again.landmarks[0] - 24 - TEMPLATES[template]).norm(dim=1)
@@ -72,7 +72,7 @@ def test_faces_found_again_in_the_chips_have_their_landmarks_on_the_template(
 def test_alignment_undoes_a_rotation(astronaut) -> None:
     upright, _ = composite(astronaut, 1.0, 0, (320, 240))
     tilted, _ = composite(astronaut, 1.0, 15, (320, 240))
-    chips = [run_node("face_crops", [detected(img)], size=48, gray=True)[0].detections.crops[0]
+    chips = [run_node("face_crops", [detected(img)], size=48, gray=True)[0].detections.extra["crops"][0]
              for img in (upright, tilted)]
     assert chips[0].shape == (48, 48, 1)
     difference = (chips[0].float() - chips[1].float()).abs().mean()

@@ -19,7 +19,8 @@ from pipeline.core.errors import GraphError, ParameterError
 from pipeline.core.executor import Executor
 from pipeline.core.graph import build_graph
 from pipeline.core.registry import Registry
-from pipeline.kit.testing import make_clip, run_graph
+from pipeline.kit.testing import run_graph
+from plugins.media.clips import make_clip
 from plugins.media.live import Backoff, is_live_url, redact
 from plugins.media.sources_file import SourcesWatcher, load_sources
 from plugins.media.stream_reader import LIVE_TIME_BASE, LiveTimeline
@@ -92,7 +93,7 @@ def test_live_timeline_shows_the_age_of_frames_that_arrive_late() -> None:
 def test_sources_file_errors_name_the_file_and_entry(tmp_path: Path) -> None:
     path = tmp_path / "cams.yaml"
     path.write_text("- {stream: a, url: rtsp://h/1}\n- {stream: 'b c', url: rtsp://h/2}\n")
-    with pytest.raises(ParameterError, match=r"cams.yaml: entry 2: stream: String should match"):
+    with pytest.raises(ParameterError, match=r"cams.yaml: entry 2: stream: stream name 'b c' must be"):
         load_sources(path)
     path.write_text("- {stream: a, url: x}\n- {stream: a, url: y}\n")
     with pytest.raises(ParameterError, match="stream names must be unique"):
@@ -141,14 +142,14 @@ def test_edges_after_a_live_source_drop_oldest_with_a_small_queue() -> None:
                     "out": {"plugin": "null_sink", "input": "a"},
                     "out2": {"plugin": "null_sink", "input": "b"},
                     "out3": {"plugin": "null_sink", "input": "c"}})
-    edges = {e.dst: e for r in ex.runners.values() for es in r.outputs.values() for e in es}
+    edges = {e.dst: e for r in ex.nodes.values() for es in r.outputs.values() for e in es}
     assert (edges["a"].policy, edges["a"].capacity) == (EdgePolicy.DROP_OLDEST, 2)
     assert (edges["b"].policy, edges["b"].capacity) == (EdgePolicy.DROP_OLDEST, 16)
     assert edges["c"].policy is EdgePolicy.BLOCK
     assert (edges["out"].policy, edges["out"].capacity) == (EdgePolicy.BLOCK, 8)
     files = _executor({"src": {"plugin": "testsrc"}, "out": {"plugin": "null_sink",
                                                               "input": "src"}})
-    edge = files.runners["src"].outputs["out"][0]
+    edge = files.nodes["src"].outputs["out"][0]
     assert (edge.policy, edge.capacity) == (EdgePolicy.BLOCK, 8)
 
 

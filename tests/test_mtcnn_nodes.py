@@ -72,7 +72,7 @@ def test_a_batch_of_two_sizes_from_two_streams(astronaut) -> None:
 def _context():
     from pipeline.core.node import NodeContext
 
-    return NodeContext("faces", torch.device("cpu"), batch_size=4)
+    return NodeContext("faces", torch.device("cpu"))
 
 
 def test_draw_marks_the_box_and_leaves_frames_without_detections_alone(astronaut) -> None:

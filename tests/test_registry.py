@@ -28,7 +28,7 @@ def test_unknown_plugin_is_a_lookup_error_with_a_suggestion() -> None:
 def test_two_distributions_with_one_name_conflict(monkeypatch: pytest.MonkeyPatch) -> None:
     eps = [EntryPoint("resize", "plugins.transform.resize:Resize", "vidgraph.plugins"),
            EntryPoint("resize", "otherpkg.resize:Resize", "vidgraph.plugins")]
-    monkeypatch.setattr("pipeline.registry.entry_points", lambda group: eps)
+    monkeypatch.setattr("pipeline.core.registry.entry_points", lambda group: eps)
     with pytest.raises(PluginConflict, match="'resize' is registered twice"):
         Registry.from_entry_points()
 

@@ -13,7 +13,8 @@ from pipeline.app.cli import main
 from pipeline.core.errors import VidgraphError
 from pipeline.core.executor import RunStatus
 from pipeline.core.frame import Frame
-from pipeline.kit.testing import make_clip, run_graph, run_node
+from pipeline.kit.testing import run_graph, run_node
+from plugins.media.clips import make_clip
 from plugins.style import checkpoint
 from plugins.style.filters import apply_lut, read_cube, warm_film
 

@@ -11,13 +11,15 @@ import torch
 
 from pipeline.core.frame import Frame
 from pipeline.kit.testing import run_node
+from plugins.media.picture import DecodedPicture
 
 
 def decoded_frames(clip: Path, n: int) -> list[Frame]:
     frames = []
     with av.open(str(clip)) as container:
         for i, vf in enumerate(container.decode(video=0)):
-            frames.append(Frame(pts=vf.pts, time_base=vf.time_base, native=vf, index=i))
+            frames.append(Frame(pts=vf.pts, time_base=vf.time_base, native=DecodedPicture(vf),
+                                index=i))
             if len(frames) == n:
                 break
     return frames
@@ -50,7 +52,7 @@ def test_resize_batch_matches_single_frames() -> None:
 
     node = Resize(Resize.Params(width=32), NodeContext("r", torch.device("cpu")))
     batch = node.process_batch(frames)
-    single = [node.process(f) for f in frames]
+    single = [node.process_batch([f])[0] for f in frames]
     for x, y in zip(batch, single, strict=True):
         assert torch.equal(x.image, y.image) and x.image.shape == (24, 32, 3)
 

@@ -16,8 +16,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from plugins.media.sources_file import SourcesWatcher, load_sources
-
 from ..core import config
 from ..core.errors import GraphError, NodeError, ParameterError, VidgraphError
 from ..core.executor import Executor, RunStatus
@@ -52,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--stats", metavar="FILE.json", help="write per-node figures as JSON")
     run.add_argument("--sources", metavar="[NODE=]FILE.yaml",
                      help="the streams of a multi-stream source, from a YAML list of "
-                          "{stream, url}; edits to the file add and remove them while running")
+                          "{stream, url}; edits to the file add and remove them while running "
+                          f"(sets the node's '{SOURCES_PARAMETER}')")
     graph_command("validate", "check a graph without running it")
     draw = graph_command("draw", "print the graph as Graphviz DOT")
     draw.add_argument("--mermaid", action="store_true", help="print Mermaid instead of DOT")
@@ -101,8 +100,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.allow_python and "" not in sys.path:
         sys.path.insert(0, "")  # so 'python: mymodule:Node' finds modules beside the user
     doc = config.load(args.graph, args.overrides)
-    sources = _sources_target(doc, registry, args.sources) \
-        if getattr(args, "sources", None) else None
+    if getattr(args, "sources", None):
+        doc = config.load(args.graph, [*args.overrides,
+                                       _sources_override(doc, registry, args.sources)])
     graph = build_graph(doc, registry, allow_python=args.allow_python)
     if args.command == "validate":
         print(f"{args.graph}: ok ({len(graph.nodes)} nodes, {len(graph.connections)} edges)")
@@ -110,55 +110,48 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "draw":
         print(to_mermaid(graph) if args.mermaid else to_dot(graph))
         return 0
-    return _run(graph, args, sources)
+    return _run(graph, args)
 
 
-def _sources_target(doc: config.Document, registry: Registry,
-                    value: str) -> tuple[str, Path]:
-    """Which node ``--sources [NODE=]FILE`` feeds; its streams are set from the file now."""
+#: the parameter a node declares to take its streams from a file (``--sources``)
+SOURCES_PARAMETER = "sources_file"
+
+
+def _sources_override(doc: config.Document, registry: Registry, value: str) -> str:
+    """``--sources [NODE=]FILE`` as the override ``NODE.sources_file=FILE``: the node named,
+    or the one node whose plugin takes a sources file."""
     found = doc.data.get("nodes")
     nodes: dict[str, Any] = found if isinstance(found, dict) else {}
     name, sep, file = value.partition("=")
     if not (sep and name in nodes):
         name, file = "", value
 
-    def dynamic(body: Any) -> bool:
+    def takes_file(body: Any) -> bool:
         if not isinstance(body, dict) or not isinstance(body.get("plugin"), str):
             return False
         try:
-            return hasattr(registry.get(body["plugin"]), "update_sources")
+            return SOURCES_PARAMETER in registry.get(body["plugin"]).Params.model_fields
         except VidgraphError:
             return False
 
     if not name:
-        candidates = [n for n, body in nodes.items() if dynamic(body)]
+        candidates = [n for n, body in nodes.items() if takes_file(body)]
         if len(candidates) != 1:
             raise ParameterError(
                 f"--sources: name the node, as --sources NODE={file} (candidates: "
                 f"{', '.join(candidates) or 'none'})")
         name = candidates[0]
-    elif not dynamic(nodes[name]):
+    elif not takes_file(nodes[name]):
         raise ParameterError(f"--sources: node '{name}' cannot take a sources file")
-    entries = load_sources(file)
-    body = nodes[name]
-    for key in ("url", "streams"):
-        body.pop(key, None)
-    body["sources"] = [e.model_dump() for e in entries]
-    return name, Path(file)
+    return f"{name}.{SOURCES_PARAMETER}={file}"
 
 
-def _run(graph: Graph, args: argparse.Namespace, sources: tuple[str, Path] | None) -> int:
+def _run(graph: Graph, args: argparse.Namespace) -> int:
     executor = Executor(graph)
     progress: Progress | None = None
-    watcher: SourcesWatcher | None = None
-    if sources is not None:
-        target = executor.runners[sources[0]].instances[0]
-        watcher = SourcesWatcher(sources[1], target.update_sources)  # type: ignore[attr-defined]
 
     def started() -> None:
         nonlocal progress
-        if watcher is not None:
-            watcher.start()
         if not args.quiet:
             progress = Progress(executor.metrics, executor.video_sinks(),
                                 executor.expected_frames())
@@ -184,8 +177,6 @@ def _run(graph: Graph, args: argparse.Namespace, sources: tuple[str, Path] | Non
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
-        if watcher is not None:
-            watcher.stop()
         if progress is not None:
             progress.stop()
         for sig, handler in previous.items():

@@ -1,7 +1,8 @@
 """Edges: bounded queues between nodes, with a named flow-control policy.
 
-Every node has one :class:`Inbox` that holds one bounded deque per input edge. The worker
-takes items in arrival order across its edges; producers block or drop by the edge's policy.
+Every node has one :class:`Inbox` that holds one bounded deque per input edge. Its workers
+take items in arrival order across its edges; producers block or drop by the edge's policy.
+End of stream and stream markers are never dropped and never wait for room.
 """
 
 from __future__ import annotations
@@ -9,8 +10,11 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
+
+from .streams import StreamEnded, StreamStarted
 
 
 class EdgePolicy(StrEnum):
@@ -42,6 +46,11 @@ class EndOfStream:
 EOS = EndOfStream()
 
 
+def _control(item: Any) -> bool:
+    """End of stream and stream markers: never dropped, never held back for room."""
+    return item is EOS or isinstance(item, StreamStarted | StreamEnded)
+
+
 class Edge:
     """One connection ``src.port -> dst.port``: a bounded FIFO inside ``dst``'s inbox."""
 
@@ -65,13 +74,12 @@ class Edge:
     def put(self, item: Any) -> None:
         """Queue ``item``; blocks or drops by policy. Discards if the consumer has closed."""
         inbox = self.inbox
+        control = _control(item)
         with inbox.lock:
             items = self.items
-            if len(items) >= self.capacity and item is not EOS:
+            if len(items) >= self.capacity and not control:
                 if self.policy is EdgePolicy.DROP_OLDEST:
-                    while len(items) >= self.capacity and items[0][1] is not EOS:
-                        items.popleft()
-                        self.dropped += 1
+                    self._drop_oldest()
                 else:
                     while len(items) >= self.capacity and not inbox.closed:
                         self.space.wait()
@@ -79,9 +87,24 @@ class Edge:
                 return
             items.append((inbox.next_seq, item))
             inbox.next_seq += 1
-            if len(items) > self.max_depth and item is not EOS:
-                self.max_depth = len(items)  # EOS may go one past capacity; it is no frame
-            inbox.ready.notify()
+            if len(items) > self.max_depth and not control:
+                self.max_depth = len(items)  # markers may go past capacity; they are no frames
+            inbox.ready.notify_all()
+
+    def _drop_oldest(self) -> None:
+        """Discard the oldest items until one fits, counting each; control items stay."""
+        items = self.items
+        position = 0
+        while len(items) >= self.capacity and position < len(items):
+            if _control(items[position][1]):
+                position += 1
+            else:
+                del items[position]
+                self.dropped += 1
+
+
+#: a replica's test of whether an item is its to take
+Accepts = Callable[[Any], bool]
 
 
 class Inbox:
@@ -108,32 +131,44 @@ class Inbox:
         """Items queued across all edges."""
         return sum(len(e.items) for e in self.edges)
 
-    def _oldest(self) -> Edge | None:
-        best: Edge | None = None
+    def _oldest(self, accepts: Accepts | None) -> tuple[Edge, int] | None:
+        """The edge and position of the oldest item this worker may take."""
+        best: tuple[Edge, int] | None = None
+        best_seq = 0
         for edge in self.edges:
-            if edge.items and (best is None or edge.items[0][0] < best.items[0][0]):
-                best = edge
+            for position, (seq, item) in enumerate(edge.items):
+                if accepts is not None and not accepts(item):
+                    continue  # another replica's stream: not in this worker's way
+                if item is EOS and position:
+                    break  # end of stream waits until every item before it is taken
+                if best is None or seq < best_seq:
+                    best, best_seq = (edge, position), seq
+                break
         return best
 
-    def get(self, batch: int = 1, timeout_s: float = 0.0) -> tuple[int, Edge, list[Any]] | None:
+    def get(self, batch: int = 1, timeout_s: float = 0.0,
+            accepts: Accepts | None = None) -> tuple[int, Edge, list[Any]] | None:
         """Wait for the oldest item; return ``(ticket, edge, items)``, or None once closed.
 
         With ``batch > 1``, frames on the same edge are gathered up to ``batch``, waiting up to
-        ``timeout_s`` for more; an EOS is never gathered into a batch. ``ticket`` numbers the
-        takes, so replicas can put their outputs back in order.
+        ``timeout_s`` for more; a marker or an EOS is never gathered into a batch. ``ticket``
+        numbers the takes, so replicas can put their outputs back in order. ``accepts``
+        limits a replica to its own streams' items (stream affinity).
         """
         with self.lock:
             while True:
                 if self.closed:
                     return None
-                edge = self._oldest()
-                if edge is not None:
+                found = self._oldest(accepts)
+                if found is not None:
                     break
                 self.ready.wait()
-            _, first = edge.items.popleft()
+            edge, position = found
+            first = edge.items[position][1]
+            del edge.items[position]
             taken = [first]
-            if batch > 1 and first is not EOS:
-                self._gather(edge, taken, batch, timeout_s)
+            if batch > 1 and not _control(first):
+                self._gather(edge, taken, batch, timeout_s, accepts)
             edge.space.notify(len(taken))
             if first is EOS:
                 edge.finished = True
@@ -141,12 +176,21 @@ class Inbox:
             self.taken += 1
             return ticket, edge, taken
 
-    def _gather(self, edge: Edge, taken: list[Any], batch: int, timeout_s: float) -> None:
+    def _gather(self, edge: Edge, taken: list[Any], batch: int, timeout_s: float,
+                accepts: Accepts | None) -> None:
         deadline = time.monotonic() + timeout_s
         while len(taken) < batch and not self.closed:
-            while edge.items and len(taken) < batch and edge.items[0][1] is not EOS:
-                taken.append(edge.items.popleft()[1])
-            if len(taken) >= batch or (edge.items and edge.items[0][1] is EOS):
+            position = 0
+            while position < len(edge.items) and len(taken) < batch:
+                item = edge.items[position][1]
+                if accepts is not None and not accepts(item):
+                    position += 1
+                    continue
+                if _control(item):
+                    return  # a batch ends before a marker or the end of stream
+                taken.append(item)
+                del edge.items[position]
+            if len(taken) >= batch:
                 return
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -2,6 +2,10 @@
 
 Flow: sources iterate ``generate()``; stages and sinks take items from their :class:`Inbox`
 in arrival order (batched when asked), and emit results to the edges of their outputs.
+Every node's work runs under ``torch.inference_mode()``, in the node's :class:`Lane` (its
+own CUDA stream on a GPU). Streams: before a source's first frame of a stream the runtime
+sends :class:`StreamStarted` down its video outputs, and :class:`StreamEnded` after the last;
+nodes get ``stream_started``/``stream_ended`` calls and pass the markers on.
 End of stream: a source sends EOS down every output when it returns; a node whose inputs
 have all delivered EOS flushes, sends EOS on, and closes. Shutdown: ``stop()`` (first
 Ctrl+C) makes sources return so everything drains; ``abort()`` (second Ctrl+C) closes every
@@ -13,25 +17,32 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import partial
 from typing import Any
 
-from .device import resolve_device
-from .edge import DEFAULT_POLICY, EOS, Edge, EdgePolicy, Inbox
+import torch
+
+from .device import Lane, lane_for, resolve_device
+from .edge import DEFAULT_POLICY, EOS, Accepts, Edge, EdgePolicy, Inbox
 from .errors import NodeError, VidgraphError, describe_exception
 from .frame import Frame
 from .graph import DEFAULT_QUEUE_SIZE, Graph, NodeSpec, OnError
 from .metrics import Metrics, NodeMetrics
 from .node import Emit, Node, NodeContext, PortKind, Sink, Source, Stage
+from .ordering import TicketGate
+from .streams import StreamEnded, StreamStarted
 
 log = logging.getLogger("vidgraph")
 #: capacity of the video edges after a live source (at least; batching raises it)
 LIVE_QUEUE_SIZE = 2
 #: capacity of the audio and event edges after a live source
 LIVE_AUDIO_QUEUE_SIZE = 64
+
+#: what a worker does, in output order, once its input is handled
+Delivery = Callable[[], None]
 
 
 class RunStatus(StrEnum):
@@ -52,50 +63,52 @@ class RunResult:
     metrics: Metrics
 
 
-def _nothing() -> None:
-    """The action of a ticket that emits nothing."""
+def stream_owner(stream: str, replicas: int) -> int:
+    """The replica that takes every item of ``stream`` (a hash stable across processes)."""
+    return zlib.crc32(stream.encode()) % replicas
 
 
-class _Gate:
-    """Lets replica workers emit in the order their inputs were taken."""
-
-    def __init__(self, aborted: threading.Event) -> None:
-        self.cond = threading.Condition()
-        self.next = 0
-        self.aborted = aborted
-
-    def run(self, ticket: int, fn: Callable[[], None]) -> None:
-        with self.cond:
-            while self.next != ticket and not self.aborted.is_set():
-                self.cond.wait(0.1)
-        try:
-            fn()
-        finally:
-            with self.cond:
-                self.next = max(self.next, ticket + 1)
-                self.cond.notify_all()
-
-
-class _Runner:
-    """Everything the executor keeps about one node."""
+class _NodeState:
+    """Everything the executor keeps about one node while it runs."""
 
     def __init__(self, spec: NodeSpec, instances: list[Node], inbox: Inbox | None,
                  metrics: NodeMetrics, aborted: threading.Event) -> None:
         self.spec = spec
         self.name = spec.name
         self.instances = instances
+        self.lanes: list[Lane] = [lane_for(inst.device) for inst in instances]
         self.inbox = inbox
         self.metrics = metrics
         self.outputs: dict[str, list[Edge]] = {p.name: [] for p in spec.outputs}
+        self.video_outputs = [p.name for p in spec.outputs if p.kind is PortKind.VIDEO]
+        #: the outputs whose items belong to a stream (they carry its markers)
+        self.stream_outputs = [p.name for p in spec.outputs
+                               if p.kind in (PortKind.VIDEO, PortKind.AUDIO)]
         self.default_out = spec.outputs[0].name if spec.outputs else None
         self.default_in = spec.cls.inputs[0].name if spec.cls.inputs else None
         self.event_ports = {p.name for p in spec.outputs if p.kind is PortKind.EVENTS}
-        self.gate = _Gate(aborted) if len(instances) > 1 else None
+        self.gate = TicketGate(aborted) if len(instances) > 1 else None
+        self.stateful = bool(spec.cls.stream_state) or not spec.cls.replicable
         self.live_workers = len(instances)
         self.lock = threading.Lock()
         self.opened: list[Node] = []
         self.ended_ports: set[str] = set()
         self.failed = False  # set on failure: replicas behind it emit nothing more
+        metrics.held = lambda: sum(inst.streams_held() for inst in self.instances)
+
+    def accepts(self, replica: int) -> Accepts | None:
+        """What replica ``replica`` may take: with per-stream state, its own streams only."""
+        count = len(self.instances)
+        if count == 1 or not self.spec.cls.stream_state:
+            return None
+
+        def mine(item: Any) -> bool:
+            stream = getattr(item, "stream", None)
+            if not isinstance(item, Frame | StreamStarted | StreamEnded) or stream is None:
+                return True
+            return stream_owner(stream, count) == replica
+
+        return mine
 
 
 class Executor:
@@ -108,7 +121,7 @@ class Executor:
         self.metrics = Metrics(list(graph.nodes))
         self.error: NodeError | None = None
         self._error_lock = threading.Lock()
-        self.runners: dict[str, _Runner] = {}
+        self.nodes: dict[str, _NodeState] = {}
         self._threads: list[threading.Thread] = []
         self._build()
 
@@ -120,17 +133,17 @@ class Executor:
                 device = resolve_device(spec.settings.device, self.graph.device)
             except VidgraphError as exc:
                 raise NodeError(name, exc) from None
-            context = NodeContext(name, device, spec.settings.batch_size, self.stop_requested,
-                                  frozenset(spec.inputs), self.metrics)
+            context = NodeContext(name, device, self.stop_requested, frozenset(spec.inputs),
+                                  self.metrics)
             try:
                 instances = [spec.cls(spec.params, context) for _ in range(spec.settings.replicas)]
             except Exception as exc:
                 raise NodeError(name, exc) from exc
             inbox = Inbox() if spec.cls.inputs else None
-            self.runners[name] = _Runner(spec, instances, inbox, self.metrics.nodes[name],
-                                         self.aborted)
+            self.nodes[name] = _NodeState(spec, instances, inbox, self.metrics.nodes[name],
+                                          self.aborted)
         for conn in self.graph.connections:
-            dst = self.runners[conn.dst]
+            dst = self.nodes[conn.dst]
             assert dst.inbox is not None
             settings = dst.spec.settings
             capacity, policy = self._edge_defaults(conn.src, conn.src_port, dst.spec)
@@ -138,7 +151,7 @@ class Executor:
                         settings.queue_size or capacity, settings.policy or policy)
             dst.inbox.edges.append(edge)
             dst.metrics.edges.append(edge)
-            self.runners[conn.src].outputs[conn.src_port].append(edge)
+            self.nodes[conn.src].outputs[conn.src_port].append(edge)
 
     def _edge_defaults(self, src: str, port: str, dst: NodeSpec) -> tuple[int, EdgePolicy]:
         """Capacity and policy of an edge the graph does not configure.
@@ -147,11 +160,11 @@ class Executor:
         newest picture, and latency stays bounded. The capacity is small but lets a
         batching consumer fill its batches (across streams) and keep its replicas busy.
         """
-        runner = self.runners[src]
-        source = runner.instances[0]
+        node = self.nodes[src]
+        source = node.instances[0]
         if not (isinstance(source, Source) and source.live):
             return DEFAULT_QUEUE_SIZE, DEFAULT_POLICY
-        kind = next(p.kind for p in runner.spec.outputs if p.name == port)
+        kind = next(p.kind for p in node.spec.outputs if p.name == port)
         if kind is PortKind.VIDEO:
             size = max(LIVE_QUEUE_SIZE, 2 * dst.settings.batch_size, dst.settings.replicas)
             return size, EdgePolicy.DROP_OLDEST
@@ -161,8 +174,8 @@ class Executor:
 
     def expected_frames(self) -> int | None:
         """Frames the sources will produce in all, when every source knows (for the ETA)."""
-        counts = [inst.expected_frames() for r in self.runners.values()
-                  for inst in r.instances if isinstance(inst, Source)]
+        counts = [inst.expected_frames() for n in self.nodes.values()
+                  for inst in n.instances if isinstance(inst, Source)]
         if not counts or any(c is None for c in counts):
             return None
         return sum(c for c in counts if c is not None)
@@ -170,9 +183,14 @@ class Executor:
     def video_sinks(self) -> list[str]:
         """Names of sinks whose first input takes video and is connected (progress counts
         their frames)."""
-        return [n for n, r in self.runners.items()
-                if isinstance(r.instances[0], Sink) and r.spec.cls.inputs[0].kind == "video"
-                and r.spec.cls.inputs[0].name in r.spec.inputs]
+        return [n for n, s in self.nodes.items()
+                if isinstance(s.instances[0], Sink) and s.spec.cls.inputs[0].kind == "video"
+                and s.spec.cls.inputs[0].name in s.spec.inputs]
+
+    def streams_held(self) -> dict[str, int]:
+        """Per-stream state entries each node holds now (stream lifecycle checks)."""
+        return {name: sum(inst.streams_held() for inst in s.instances)
+                for name, s in self.nodes.items()}
 
     # -- control -----------------------------------------------------------------------------
 
@@ -184,11 +202,11 @@ class Executor:
         """Stop at once: workers leave their loops, every node (sinks too) is closed."""
         self.stop_requested.set()
         self.aborted.set()
-        for runner in self.runners.values():
-            if runner.inbox is not None:
-                runner.inbox.close()
+        for node in self.nodes.values():
+            if node.inbox is not None:
+                node.inbox.close()
 
-    def _fail(self, runner: _Runner, exc: BaseException, frame: Frame | None, *,
+    def _fail(self, node: _NodeState, exc: BaseException, frame: Frame | None, *,
               halt: bool = True) -> None:
         """Record the graph's error and stop it. ``halt``: the node emits nothing more from
         now on; a replica's worker passes False and halts at its turn in the output order
@@ -196,47 +214,47 @@ class Executor:
         if isinstance(exc, NodeError):
             error = exc
         elif frame is not None:
-            error = NodeError(runner.name, exc, index=frame.index, pts=frame.pts,
+            error = NodeError(node.name, exc, index=frame.index, pts=frame.pts,
                               stream=frame.stream)
         else:
-            error = NodeError(runner.name, exc)
+            error = NodeError(node.name, exc)
         with self._error_lock:
             if self.error is None:
                 self.error = error
         if halt:
-            runner.failed = True
+            node.failed = True
         self.stop_requested.set()
-        if runner.inbox is not None:
-            runner.inbox.close()
+        if node.inbox is not None:
+            node.inbox.close()
 
     # -- running -----------------------------------------------------------------------------
 
     def open(self) -> None:
         """Open every node in graph order; on failure close those opened and raise."""
-        for runner in self.runners.values():
-            for inst in runner.instances:
+        for node in self.nodes.values():
+            for inst in node.instances:
                 try:
                     inst.open()
                 except Exception as exc:
                     self.close_all()
-                    raise NodeError(runner.name, exc) from exc
-                runner.opened.append(inst)
+                    raise NodeError(node.name, exc) from exc
+                node.opened.append(inst)
 
     def close_all(self) -> None:
         """Close every opened instance that is still open (reverse graph order)."""
-        for runner in reversed(list(self.runners.values())):
-            for inst in runner.opened:
-                self._close(runner, inst)
+        for node in reversed(list(self.nodes.values())):
+            for inst in list(node.opened):
+                self._close(node, inst)
 
-    def _close(self, runner: _Runner, inst: Node) -> None:
-        with runner.lock:
-            if inst not in runner.opened:
+    def _close(self, node: _NodeState, inst: Node) -> None:
+        with node.lock:
+            if inst not in node.opened:
                 return
-            runner.opened.remove(inst)
+            node.opened.remove(inst)
         try:
             inst.close()
         except Exception as exc:
-            self._fail(runner, NodeError(runner.name, f"while closing: {describe_exception(exc)}"),
+            self._fail(node, NodeError(node.name, f"while closing: {describe_exception(exc)}"),
                        None)
 
     def run(self, on_started: Callable[[], None] | None = None) -> RunResult:
@@ -247,12 +265,15 @@ class Executor:
         """
         self.open()
         self.metrics.started = time.monotonic()
-        for runner in self.runners.values():
-            for i, inst in enumerate(runner.instances):
-                target = self._source_loop if isinstance(inst, Source) else self._node_loop
-                suffix = f"#{i}" if len(runner.instances) > 1 else ""
-                thread = threading.Thread(target=target, args=(runner, inst),
-                                          name=f"node:{runner.name}{suffix}", daemon=True)
+        for node in self.nodes.values():
+            for i, inst in enumerate(node.instances):
+                name = f"node:{node.name}" + (f"#{i}" if len(node.instances) > 1 else "")
+                if isinstance(inst, Source):
+                    thread = threading.Thread(target=self._source_loop, args=(node, inst),
+                                              name=name, daemon=True)
+                else:
+                    thread = threading.Thread(target=self._worker_loop, args=(node, i),
+                                              name=name, daemon=True)
                 self._threads.append(thread)
         for thread in self._threads:
             thread.start()
@@ -273,175 +294,242 @@ class Executor:
             status = RunStatus.OK
         return RunResult(status, self.error, self.metrics)
 
-    def _emit(self, runner: _Runner, result: Any, now: float) -> None:
+    # -- emitting ----------------------------------------------------------------------------
+
+    def _emit(self, node: _NodeState, result: Any) -> None:
+        port: str | None
         if result is None:
             return
         if isinstance(result, list | tuple):
             for item in result:
-                self._emit(runner, item, now)
+                self._emit(node, item)
             return
-        port: str | None
+        if isinstance(result, StreamStarted | StreamEnded):
+            for port in node.video_outputs:
+                self._put(node, port, result)
+            return
         if isinstance(result, Emit):
             port, item = result.port, result.item
         else:
-            port, item = runner.default_out, result
-        edges = runner.outputs.get(port) if port is not None else None
-        if port is None or edges is None:
+            port, item = node.default_out, result
+        if port is None or port not in node.outputs:
             raise VidgraphError(f"emitted to unknown output port '{port}'")
         if item is EOS:
-            runner.ended_ports.add(port)
-        elif port in runner.event_ports and isinstance(item, dict):
-            with runner.lock:
-                events = runner.metrics.events
+            node.ended_ports.add(port)
+        elif port in node.event_ports and isinstance(item, dict):
+            with node.lock:
+                events = node.metrics.events
                 events[str(item.get("event"))] = events.get(str(item.get("event")), 0) + 1
         elif isinstance(item, Frame):
-            runner.metrics.frames_out += 1
+            node.metrics.frames_out += 1
             if item.captured:
-                runner.metrics.latencies.append(now - item.captured)
-        for edge in edges:
+                node.metrics.latencies.append(time.monotonic() - item.captured)
+        self._put(node, port, item)
+
+    @staticmethod
+    def _put(node: _NodeState, port: str, item: Any) -> None:
+        for edge in node.outputs[port]:
             edge.put(item)
 
-    def _send_eos(self, runner: _Runner) -> None:
-        for port, edges in runner.outputs.items():
-            if port not in runner.ended_ports:
+    def _send_eos(self, node: _NodeState) -> None:
+        for port, edges in node.outputs.items():
+            if port not in node.ended_ports:
                 for edge in edges:
                     edge.put(EOS)
 
-    def _source_loop(self, runner: _Runner, source: Node) -> None:
-        assert isinstance(source, Source)
-        try:
-            for item in source.generate():
-                self._emit(runner, item, time.monotonic())
-                if self.stop_requested.is_set():
-                    break
-        except Exception as exc:
-            self._fail(runner, exc, None)
-        finally:
-            self._send_eos(runner)
-            self._close(runner, source)
+    # -- sources -----------------------------------------------------------------------------
 
-    def _node_loop(self, runner: _Runner, inst: Node) -> None:
-        inbox = runner.inbox
+    def _source_loop(self, node: _NodeState, source: Source) -> None:
+        # per output port, the streams started there and not yet ended
+        streams: dict[str, set[str]] = {port: set() for port in node.stream_outputs}
+        try:
+            with torch.inference_mode():
+                for item in source.generate():
+                    self._from_source(node, item, streams)
+                    if self.stop_requested.is_set():
+                        break
+        except Exception as exc:
+            self._fail(node, exc, None)
+        finally:
+            reason = "stopped" if self.stop_requested.is_set() else "end of stream"
+            for port, names in streams.items():
+                for stream in sorted(names):
+                    self._emit(node, Emit(port, StreamEnded(stream, reason)))
+            self._send_eos(node)
+            self._close(node, source)
+
+    def _from_source(self, node: _NodeState, item: Any, streams: dict[str, set[str]]) -> None:
+        """Emit one item a source yielded, with the stream markers it implies on its port:
+        a stream's first frame (or audio packet) is preceded by ``StreamStarted``, and its
+        ``StreamEnded`` goes down every port where the stream was started."""
+        if isinstance(item, StreamEnded):
+            for port, names in streams.items():
+                if item.stream in names:
+                    names.discard(item.stream)
+                    self._emit(node, Emit(port, item))
+            return
+        port, payload = (item.port, item.item) if isinstance(item, Emit) else (
+            node.default_out, item)
+        names = streams.get(port) if port is not None else None
+        stream = getattr(payload, "stream", None)
+        if names is not None and isinstance(stream, str) and stream not in names:
+            names.add(stream)
+            self._emit(node, Emit(port, StreamStarted(stream)))
+        self._emit(node, item)
+
+    # -- stages and sinks --------------------------------------------------------------------
+
+    def _worker_loop(self, node: _NodeState, replica: int) -> None:
+        inbox = node.inbox
         assert inbox is not None
-        settings = runner.spec.settings
-        batch = settings.batch_size
+        inst, lane = node.instances[replica], node.lanes[replica]
+        accepts = node.accepts(replica)
+        settings = node.spec.settings
         timeout_s = settings.batch_timeout_ms / 1000.0
         try:
             while True:
-                got = inbox.get(batch, timeout_s)
+                got = inbox.get(settings.batch_size, timeout_s, accepts)
                 if got is None:
                     break
                 ticket, edge, items = got
-                action: Callable[[], None] = _nothing
-                results: list[Any] | None = []
+                delivery: Delivery | None = None
                 try:
-                    if items[0] is EOS:
-                        if inbox.all_finished():
-                            inbox.close()
-                        action = partial(inst.input_ended, edge.dst_port)
-                    elif edge.dst_port != runner.default_in:
-                        action = partial(self._receive, runner, inst, edge.dst_port, items[0])
-                    else:
-                        results = self._handle(runner, inst, items)
-                        action = (partial(self._emit_now, runner, results)
-                                  if results is not None else partial(self._halt, runner))
+                    delivery = self._handle(node, inst, lane, edge, items)
                 finally:
                     # Always pass the ticket, or replicas behind this one would wait forever.
-                    self._ordered(runner, ticket, action)
-                if results is None:
+                    if node.gate is None:
+                        if delivery is not None:
+                            delivery()
+                    else:
+                        node.gate.run(ticket, delivery)
+                if node.failed:
                     break
         except Exception as exc:
-            self._fail(runner, exc, None)
+            self._fail(node, exc, None)
         finally:
-            self._finish_worker(runner)
+            self._finish_worker(node)
 
-    def _handle(self, runner: _Runner, inst: Node, frames: list[Frame]) -> list[Any] | None:
-        """Move, process and time a batch of frames; None if the node failed."""
+    def _handle(self, node: _NodeState, inst: Node, lane: Lane, edge: Edge,
+                items: list[Any]) -> Delivery | None:
+        """Handle what was taken from one edge; returns what to emit, in order."""
+        first = items[0]
+        if first is EOS:
+            assert node.inbox is not None
+            if node.inbox.all_finished():
+                node.inbox.close()
+            return lambda: inst.input_ended(edge.dst_port)
+        if edge.dst_port != node.default_in:  # stream markers too: see Node.receive
+            return lambda: self._emit(node, inst.receive(edge.dst_port, first))
+        if isinstance(first, StreamStarted | StreamEnded):
+            results = self._marker(node, inst, lane, first)
+        else:
+            results = self._frames(node, inst, lane, items)
+        if results is None:
+            def halt() -> None:
+                node.failed = True
+            return halt
+        return lambda: None if node.failed else self._emit(node, results)
+
+    def _marker(self, node: _NodeState, inst: Node, lane: Lane,
+                marker: StreamStarted | StreamEnded) -> list[Any] | None:
+        """Tell the node about a stream starting or ending; the marker goes on after what
+        the node returns. None if the node failed."""
+        try:
+            with torch.inference_mode(), lane.scope():
+                if isinstance(marker, StreamStarted):
+                    inst.stream_started(marker.stream)
+                    held: Iterable[Any] = ()
+                else:
+                    held = lane.seal(list(inst.stream_ended(marker.stream)))
+        except Exception as exc:
+            if node.spec.settings.on_error is OnError.FAIL or self.aborted.is_set():
+                self._fail(node, exc, None, halt=False)
+                return None
+            self._count_skip(node, None, exc)
+            held = ()
+        return [*held, marker]
+
+    def _frames(self, node: _NodeState, inst: Node, lane: Lane,
+                frames: list[Frame]) -> list[Any] | None:
+        """Process and time a batch of frames; None if the node failed."""
         started = time.perf_counter()
-        results = self._process(runner, inst, frames)
+        results = self._process(node, inst, lane, frames)
         now = time.monotonic()
-        with runner.lock:  # replicas share the counters
-            metrics = runner.metrics
+        with node.lock:  # replicas share the counters
+            metrics = node.metrics
             metrics.frames_in += len(frames)
             metrics.busy_s += time.perf_counter() - started
             if isinstance(inst, Sink):  # a sink's latency is capture to written
                 metrics.latencies.extend(now - f.captured for f in frames if f.captured)
         return results
 
-    def _receive(self, runner: _Runner, inst: Node, port: str, item: Any) -> None:
-        self._emit(runner, inst.receive(port, item), time.monotonic())
-
-    @staticmethod
-    def _halt(runner: _Runner) -> None:
-        runner.failed = True
-
-    def _emit_now(self, runner: _Runner, results: Any) -> None:
-        if not runner.failed:
-            self._emit(runner, results, time.monotonic())
-
-    def _ordered(self, runner: _Runner, ticket: int, fn: Callable[[], None]) -> None:
-        if runner.gate is None:
-            fn()
-        else:
-            runner.gate.run(ticket, fn)
-
-    def _process(self, runner: _Runner, inst: Node, frames: list[Frame]) -> list[Any] | None:
+    def _process(self, node: _NodeState, inst: Node, lane: Lane,
+                 frames: list[Frame]) -> list[Any] | None:
         """Results for ``frames``; None if the node failed (the graph is stopping)."""
         try:
-            return self._call(inst, frames)
+            return self._call(inst, lane, frames)
         except Exception as exc:
-            if runner.spec.settings.on_error is OnError.FAIL or self.aborted.is_set():
-                self._fail(runner, exc, frames[0] if len(frames) == 1 else None, halt=False)
+            if node.spec.settings.on_error is OnError.FAIL or self.aborted.is_set():
+                self._fail(node, exc, frames[0] if len(frames) == 1 else None, halt=False)
                 return None
-            if len(frames) == 1:
-                self._skip(runner, frames[0], exc)
+            if len(frames) == 1 or node.stateful:
+                # A node with per-stream history must never see a frame twice: the whole
+                # batch is skipped rather than re-run frame by frame.
+                for frame in frames:
+                    self._count_skip(node, frame, exc)
                 return []
-        # A batch failed under on_error: skip -- find the frames that fail, keep the others.
+        # A stateless batch failed under on_error: skip -- find the frames that fail.
         results: list[Any] = []
         for frame in frames:
             try:
-                results.extend(self._call(inst, [frame]))
+                results.extend(self._call(inst, lane, [frame]))
             except Exception as exc:
-                self._skip(runner, frame, exc)
+                self._count_skip(node, frame, exc)
         return results
 
-    def _skip(self, runner: _Runner, frame: Frame, exc: BaseException) -> None:
-        runner.metrics.errors += 1
-        runner.metrics.skipped += 1
-        log.warning("%s (frame skipped)", NodeError(runner.name, exc, index=frame.index,
-                                                     pts=frame.pts))
+    def _count_skip(self, node: _NodeState, frame: Frame | None, exc: BaseException) -> None:
+        with node.lock:
+            node.metrics.errors += 1
+            if frame is not None:
+                node.metrics.skipped += 1
+        if frame is None:
+            log.warning("%s (stream event skipped)", NodeError(node.name, exc))
+        else:
+            log.warning("%s (frame skipped)", NodeError(node.name, exc, index=frame.index,
+                                                         pts=frame.pts, stream=frame.stream))
 
     @staticmethod
-    def _call(inst: Node, frames: list[Frame]) -> list[Any]:
-        if not inst.any_device:  # the one move to the node's device, at its input
-            frames = [f.to(inst.device) for f in frames]
-        if isinstance(inst, Sink):
-            for frame in frames:
-                inst.write(frame)
-            return []
-        assert isinstance(inst, Stage)
-        if len(frames) == 1:
-            return [inst.process(frames[0])]
-        return list(inst.process_batch(frames))
+    def _call(inst: Node, lane: Lane, frames: list[Frame]) -> list[Any]:
+        with torch.inference_mode(), lane.scope():
+            lane.admit(frames)
+            if not inst.any_device:  # the one move to the node's device, at its input
+                frames = [f.to(inst.device) for f in frames]
+            if isinstance(inst, Sink):
+                for frame in frames:
+                    inst.write(frame)
+                return []
+            assert isinstance(inst, Stage)
+            return list(lane.seal(inst.run(frames)))
 
-    def _finish_worker(self, runner: _Runner) -> None:
+    def _finish_worker(self, node: _NodeState) -> None:
         """The last worker of a node flushes every instance, sends EOS on, closes them all."""
-        with runner.lock:
-            runner.live_workers -= 1
-            if runner.live_workers:
+        with node.lock:
+            node.live_workers -= 1
+            if node.live_workers:
                 return
-        inbox = runner.inbox
+        inbox = node.inbox
         ended = inbox is not None and inbox.all_finished() and not self.aborted.is_set()
-        if ended and not runner.failed:
-            self._flush(runner)
-        self._send_eos(runner)
-        for inst in runner.instances:
-            self._close(runner, inst)
+        if ended and not node.failed:
+            self._flush(node)
+        self._send_eos(node)
+        for inst in node.instances:
+            self._close(node, inst)
 
-    def _flush(self, runner: _Runner) -> None:
-        for inst in runner.instances:
+    def _flush(self, node: _NodeState) -> None:
+        for inst, lane in zip(node.instances, node.lanes, strict=True):
             try:
-                self._emit(runner, list(inst.flush()), time.monotonic())
+                with torch.inference_mode(), lane.scope():
+                    held = lane.seal(list(inst.flush()))
+                self._emit(node, held)
             except Exception as exc:
-                self._fail(runner, exc, None)
-
+                self._fail(node, exc, None)

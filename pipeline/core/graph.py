@@ -69,11 +69,6 @@ class NodeSpec:
     inputs: dict[str, Connection] = field(default_factory=dict)
 
     @property
-    def device(self) -> str:
-        """The device asked for (resolved by the executor)."""
-        return self.settings.device or "auto"
-
-    @property
     def outputs(self) -> tuple[Port, ...]:
         """The node's output ports (some nodes name them from their parameters)."""
         return self.cls.output_ports(self.params)
@@ -88,10 +83,6 @@ class Graph:
     device: str
     nodes: dict[str, NodeSpec]
     connections: list[Connection]
-
-    def consumers(self, node: str, port: str) -> list[Connection]:
-        """Connections leaving ``node.port``."""
-        return [c for c in self.connections if c.src == node and c.src_port == port]
 
 
 def build_graph(doc: Document, registry: Registry, *, allow_python: bool = False) -> Graph:
@@ -244,6 +235,10 @@ class _Builder:
             if getattr(settings, key) > 1 and not issubclass(cls, Stage):
                 self.fail((*path, key), f"node '{name}': '{key}' applies to stages only, "
                           f"not to a {cls.kind()}")
+        if settings.replicas > 1 and issubclass(cls, Stage) and not cls.replicable:
+            self.fail((*path, "replicas"), f"node '{name}': {cls.name or cls.__name__} keeps "
+                      "state shared by all streams, so replicas cannot split its work by "
+                      "stream; remove 'replicas'")
         if issubclass(cls, Source) and (settings.policy or settings.queue_size):
             self.fail(path, f"node '{name}': a source has no input queue; set 'policy' and "
                       "'queue_size' on the nodes that read from it")

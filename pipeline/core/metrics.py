@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -18,7 +19,9 @@ LATENCY_SAMPLES = 4096
 
 @dataclass
 class NodeMetrics:
-    """Counters of one node; written only by its own worker threads."""
+    """Figures of one node. The fixed counters are written by its worker threads; the
+    named ``counters`` (damaged packets, frames lost, ...) by any thread, through
+    :meth:`count`."""
 
     frames_in: int = 0
     frames_out: int = 0
@@ -28,6 +31,15 @@ class NodeMetrics:
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
     edges: list[Edge] = field(default_factory=list)
     events: dict[str, int] = field(default_factory=dict)  #: events emitted, by name
+    counters: dict[str, int] = field(default_factory=dict)  #: what the node counts, by name
+    #: per-stream state entries the node holds now (set by the executor)
+    held: Callable[[], int] | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count(self, what: str, n: int = 1) -> None:
+        """Add ``n`` to the counter ``what``; safe from any thread."""
+        with self._lock:
+            self.counters[what] = self.counters.get(what, 0) + n
 
     def snapshot(self) -> dict[str, Any]:
         """Plain numbers for JSON: counts, busy time, latency percentiles (ms), edges."""
@@ -48,6 +60,8 @@ class NodeMetrics:
             "queue_depth": sum(len(e.items) for e in self.edges),
             "queue_depth_max": max((e.max_depth for e in self.edges), default=0),
             "events": dict(self.events),
+            "counts": dict(self.counters),
+            "streams_held": self.held() if self.held is not None else 0,
             "inputs": {e.label: {"policy": str(e.policy), "capacity": e.capacity,
                                  "dropped": e.dropped, "max_depth": e.max_depth}
                        for e in self.edges},

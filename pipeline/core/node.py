@@ -13,29 +13,40 @@ Lifecycle (the runtime guarantees all of this; a plugin never needs to read ``ex
     2. ``open()`` runs once, before any frame, on the main thread, after every node has
        been constructed: load models, open files and devices here. If it raises, the graph
        does not start, and every node already opened is closed.
-    3. Work happens on the node's own worker thread:
+    3. Work happens on the node's own worker thread, under ``torch.inference_mode()``:
        - a ``Source``'s ``generate()`` is iterated; it yields :class:`Frame` objects for its
          first output port and :class:`Emit` for any other. Returning ends the stream;
          ``Emit(port, END)`` ends one port early (a file without sound ends ``audio``).
-         ``stop_requested`` in the context turns true on Ctrl+C: a source that blocks
-         should check it;
-       - a ``Stage`` gets ``process(frame)`` for each frame, or ``process_batch(frames)``
-         with up to ``batch_size`` frames when the graph asks for batching (across streams
-         too). It returns a Frame (sent to its first output), an :class:`Emit`, a list of
-         those, or None to drop the frame. Items that arrive on other input ports go to
-         ``receive(port, item)``;
+         A source of several streams yields ``StreamEnded(stream)`` when one of them ends
+         and the others go on. ``stop_requested`` in the context turns true on Ctrl+C: a
+         source that blocks should check it;
+       - a ``Stage`` overrides ``process(frame)``, called for each frame, or
+         ``process_batch(frames)``, called with up to ``batch_size`` frames (across streams
+         too); the runtime calls whichever the class overrides. It returns a Frame (sent to
+         its first output), an :class:`Emit`, a list of those, or None to drop the frame.
+         Items that arrive on other input ports go to ``receive(port, item)``;
        - a ``Sink`` gets ``write(frame)`` for its first input and ``receive(port, item)``
          for the others.
        Methods of one node instance are never called from two threads at once. With
-       ``replicas: N`` the runtime makes N instances and restores the order of outputs.
+       ``replicas: N`` the runtime makes N instances and restores the order of outputs
+       (for a node with per-stream state: the order within each stream).
        ``input_ended(port)`` says that one input port has delivered its last item.
-    4. ``flush()`` is called once at end of stream (every input finished), before the
+    4. Streams: ``stream_started(stream)`` comes before a stream's first frame and
+       ``stream_ended(stream)`` after its last (see :mod:`pipeline.core.streams`). A node
+       that keeps state per stream names the dicts (keyed by stream) in ``stream_state``:
+       the default ``stream_ended`` frees that stream's entries, and with ``replicas`` every
+       frame of a stream goes to the same instance. ``stream_ended`` may return items, as
+       ``flush`` does. The markers of other inputs that carry a stream's items (audio)
+       arrive in ``receive(port, marker)``, in order with that input's items; a node that
+       does not follow them there ignores them.
+    5. ``flush()`` is called once at end of stream (every input finished), before the
        end-of-stream goes downstream; a stage may return frames it held back.
-    5. ``close()`` follows every successful ``open()``, exactly once, also after an error,
+    6. ``close()`` follows every successful ``open()``, exactly once, also after an error,
        Ctrl+C or an abort: sinks finalize here (an MP4 gets its trailer).
 
 Frames: ``pts``/``time_base`` come from the source and must be passed on unchanged.
-Frames arrive on the node's ``device`` unless the class sets ``any_device = True``.
+Frames arrive on the node's ``device`` unless the class sets ``any_device = True``, and
+their pixels can be read at once (a GPU stage's work is waited for).
 """
 
 from __future__ import annotations
@@ -50,9 +61,10 @@ from pydantic import BaseModel, ConfigDict
 
 from .edge import EOS as END
 from .frame import Frame
+from .streams import StreamEnded, StreamStarted
 
 __all__ = ["END", "Emit", "Node", "NodeContext", "Params", "Port", "PortKind", "Sink", "Source",
-           "Stage"]
+           "Stage", "StreamEnded"]
 
 
 class PortKind(StrEnum):
@@ -100,14 +112,19 @@ class NodeContext:
 
     name: str
     device: torch.device
-    batch_size: int = 1
     stop_requested: Any = None  # a threading.Event; set on Ctrl+C
     connected: frozenset[str] = frozenset()  #: names of the input ports that are connected
-    metrics: Any = None  #: the graph's :class:`~pipeline.metrics.Metrics` (read-only)
+    metrics: Any = None  #: the graph's :class:`~pipeline.core.metrics.Metrics` (read-only)
 
     def stopping(self) -> bool:
         """Whether the graph is shutting down (sources should return soon)."""
         return self.stop_requested is not None and self.stop_requested.is_set()
+
+    def count(self, what: str, n: int = 1) -> None:
+        """Add ``n`` to this node's counter ``what`` (``--stats`` shows it), from any
+        thread: damaged packets, frames lost, drops inside a node."""
+        if self.metrics is not None and n:
+            self.metrics.nodes[self.name].count(what, n)
 
 
 class Node:
@@ -121,6 +138,12 @@ class Node:
     #: True for nodes that never read pixels (or move them themselves): the runtime then
     #: hands them frames where they are, without converting or copying them.
     any_device: ClassVar[bool] = False
+    #: names of the attributes (dicts keyed by stream name) that hold per-stream state:
+    #: with replicas, every frame of a stream then goes to the same instance, and the
+    #: default ``stream_ended`` frees that stream's entries
+    stream_state: ClassVar[tuple[str, ...]] = ()
+    #: False for nodes whose state spans streams: they cannot be split into replicas
+    replicable: ClassVar[bool] = True
 
     def __init__(self, params: BaseParams, context: NodeContext) -> None:
         self.params = params
@@ -141,11 +164,28 @@ class Node:
         """Acquire resources (models, files). Called once before any frame."""
 
     def receive(self, port: str, item: Any) -> Any:
-        """Handle an item that arrived on a non-default input port."""
+        """Handle an item that arrived on a non-default input port (an audio packet, an
+        event, or a :class:`~pipeline.core.streams.StreamStarted`/``StreamEnded`` marker
+        of an audio input)."""
+        if isinstance(item, StreamStarted | StreamEnded):
+            return None
         raise NotImplementedError(f"{type(self).__name__} does not take input on '{port}'")
 
     def input_ended(self, port: str) -> None:
         """The input ``port`` delivered its last item (others may still be running)."""
+
+    def stream_started(self, stream: str) -> None:
+        """The first frame of ``stream`` follows (also when it comes back after an end)."""
+
+    def stream_ended(self, stream: str) -> Sequence[Frame | Emit]:
+        """``stream`` ended: free what is kept for it; return items held back for it."""
+        for attr in self.stream_state:
+            getattr(self, attr, {}).pop(stream, None)
+        return ()
+
+    def streams_held(self) -> int:
+        """How many per-stream entries this node holds now (for leak checks and stats)."""
+        return sum(len(getattr(self, attr, ())) for attr in self.stream_state)
 
     def flush(self) -> Sequence[Frame | Emit]:
         """Items held back, emitted at end of stream before it goes downstream."""
@@ -168,7 +208,7 @@ class Source(Node):
 
     outputs = (Port("out"),)
 
-    def generate(self) -> Iterator[Frame | Emit]:
+    def generate(self) -> Iterator[Frame | Emit | StreamEnded]:
         """Yield frames until the stream ends; return to end it."""
         raise NotImplementedError
 
@@ -183,19 +223,44 @@ class Source(Node):
         return False
 
 
+#: what a stage returns for one frame
+Result = Frame | Emit | list[Frame | Emit] | None
+
+
 class Stage(Node):
-    """A node with inputs and outputs: it transforms, annotates, drops or routes frames."""
+    """A node with inputs and outputs: it transforms, annotates, drops or routes frames.
+
+    Override ``process`` (one frame at a time) or ``process_batch`` (a batch at a time);
+    the runtime calls the one the class overrides.
+    """
 
     inputs = (Port("in"),)
     outputs = (Port("out"),)
 
-    def process(self, frame: Frame) -> Frame | Emit | list[Frame | Emit] | None:
+    def process(self, frame: Frame) -> Result:
         """Handle one frame; return what goes downstream (None drops it)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} overrides neither process nor "
+                                  "process_batch")
 
-    def process_batch(self, frames: list[Frame]) -> list[Frame | Emit | list[Frame | Emit] | None]:
-        """Handle a batch; one result per frame, as ``process`` returns. Override to batch."""
-        return [self.process(f) for f in frames]
+    def process_batch(self, frames: list[Frame]) -> Sequence[Result]:
+        """Handle a batch; one result per frame, as ``process`` returns."""
+        raise NotImplementedError(f"{type(self).__name__} overrides neither process nor "
+                                  "process_batch")
+
+    @classmethod
+    def batched(cls) -> bool:
+        """Whether the class handles batches (overrides ``process_batch``)."""
+        return cls.process_batch is not Stage.process_batch
+
+    def run(self, frames: list[Frame]) -> list[Result]:
+        """One result per frame, from whichever of the two methods the class overrides."""
+        if self.batched():
+            results = list(self.process_batch(frames))
+            if len(results) != len(frames):
+                raise RuntimeError(f"{type(self).__name__}.process_batch returned "
+                                   f"{len(results)} results for {len(frames)} frames")
+            return results
+        return [self.process(frame) for frame in frames]
 
 
 class Sink(Node):

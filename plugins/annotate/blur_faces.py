@@ -11,6 +11,7 @@ from pydantic import Field
 
 from pipeline.core.frame import Frame
 from pipeline.core.node import Params, Stage
+from pipeline.kit.images import to_float, to_uint8
 
 
 class BlurFacesParams(Params):
@@ -55,9 +56,8 @@ class BlurFaces(Stage):
             right, bottom = min(width, math.ceil(x2 + dx)), min(height, math.ceil(y2 + dy))
             if right - left < 2 or bottom - top < 2:
                 continue
-            region = image[top:bottom, left:right].permute(2, 0, 1)[None].float()
-            image[top:bottom, left:right] = self._hide(region).round().clamp(0, 255).to(
-                torch.uint8)[0].permute(1, 2, 0)
+            region = to_float(image[top:bottom, left:right], 1)
+            image[top:bottom, left:right] = to_uint8(self._hide(region), 1)[0]
         return frame.replace(image=image)
 
     def _hide(self, region: torch.Tensor) -> torch.Tensor:

@@ -9,13 +9,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from pipeline.kit.images import luma
 from pipeline.kit.weights import built_in_files, load_network
 
 from .model import ARCHITECTURES
 
 WEIGHTS = Path(__file__).with_name("weights")
-#: BT.601 luma weights; chroma is kept as the difference to them
-LUMA = (0.299, 0.587, 0.114)
 
 
 def load(model: str) -> tuple[nn.Module, dict[str, Any]]:
@@ -75,7 +74,5 @@ def denoise_rgb(net: nn.Module, rgb: torch.Tensor, sigma: torch.Tensor | float,
     channels = getattr(net, "channels", 3)
     if channels == 3:
         return tiled(net, rgb, sigma, tile)
-    weights = torch.tensor(LUMA, device=rgb.device, dtype=rgb.dtype).view(1, 3, 1, 1)
-    luma = (rgb * weights).sum(1, keepdim=True)
-    clean = tiled(net, luma, sigma, tile)
-    return rgb - luma + clean
+    gray = luma(rgb)
+    return rgb - gray + tiled(net, gray, sigma, tile)

@@ -10,24 +10,18 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from pipeline.core.device import inference_dtype
 from pipeline.core.frame import Frame
 from pipeline.core.node import Params, Stage
 from pipeline.kit.batching import group_by_size
+from pipeline.kit.images import LUMA, luma, shrunk_size, to_float, to_uint8
 
-from .apply import LUMA, denoise_rgb, load
+from .apply import denoise_rgb, load
 from .noise import camera, estimate_sigma, gaussian
 from .temporal import merge
 
 #: noise of the BT.601 luma of three channels with independent noise of 1
 LUMA_NOISE = sum(w * w for w in LUMA) ** 0.5
-
-
-def _to_unit(frame: Frame) -> torch.Tensor:
-    return frame.image.permute(2, 0, 1)[None].float() / 255
-
-
-def _to_image(x: torch.Tensor) -> torch.Tensor:
-    return (x[0] * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous()
 
 
 class TemporalDenoiseParams(Params):
@@ -62,13 +56,14 @@ class TemporalDenoise(Stage):
     summary = "multi-frame denoising: align earlier frames by tiles, merge robustly"
     Params = TemporalDenoiseParams
     params: TemporalDenoiseParams
+    stream_state = ("history",)
 
     def open(self) -> None:
         self.history: dict[str, deque[torch.Tensor]] = {}
 
     def process(self, frame: Frame) -> Frame:
         p = self.params
-        current = _to_unit(frame)
+        current = to_float(frame.image)
         earlier = self.history.get(frame.stream)
         if earlier is None or (earlier and earlier[0].shape != current.shape):
             earlier = self.history[frame.stream] = deque(maxlen=p.frames)
@@ -77,7 +72,7 @@ class TemporalDenoise(Stage):
             sigma = (estimate_sigma(current) if p.sigma == "auto"
                      else torch.tensor([float(p.sigma)], device=current.device))
             merged = merge(current, list(earlier), sigma, p.strength, p.tile, p.search)
-            out = frame.replace(image=_to_image(merged))
+            out = frame.replace(image=to_uint8(merged)[0])
         earlier.append(current)
         return out
 
@@ -116,10 +111,10 @@ class AddNoise(Stage):
 
     def process(self, frame: Frame) -> Frame:
         p = self.params
-        x = _to_unit(frame)
+        x = to_float(frame.image)
         noisy = (gaussian(x, p.sigma, self.generator) if p.model == "gaussian"
                  else camera(x, p.shot, p.read, self.generator))
-        return frame.replace(image=_to_image(noisy))
+        return frame.replace(image=to_uint8(noisy)[0])
 
 
 class DenoiseParams(Params):
@@ -162,36 +157,27 @@ class Denoise(Stage):
 
     def open(self) -> None:
         self.net, self.info = load(self.params.model)
-        half = self.params.half and self.device.type == "cuda"
-        self.dtype = torch.float16 if half else torch.float32
+        self.dtype = inference_dtype(self.device, self.params.half)
         self.net.to(self.device, self.dtype)
 
-    def process(self, frame: Frame) -> Frame:
-        return self.process_batch([frame])[0]
-
-    @torch.inference_mode()
-    def process_batch(self, frames: list[Frame]) -> list[Frame]:  # type: ignore[override]
+    def process_batch(self, frames: list[Frame]) -> list[Frame]:
         out = list(frames)
         for group in group_by_size(frames).values():
-            clean = self._denoise(torch.cat([_to_unit(frames[i]) for i in group]))
-            for i, picture in zip(group, clean.split(1), strict=True):
-                out[i] = frames[i].replace(image=_to_image(picture))
+            clean = to_uint8(self._denoise(to_float(torch.stack([frames[i].image
+                                                                 for i in group]))))
+            for i, picture in zip(group, clean, strict=True):
+                out[i] = frames[i].replace(image=picture)
         return out
 
     def _denoise(self, x: torch.Tensor) -> torch.Tensor:
         """Denoised pictures (N, 3, H, W, 0..1)."""
         p = self.params
         n, _, height, width = x.shape
-        small = x
-        if p.max_side is not None and max(height, width) > p.max_side:
-            factor = p.max_side / max(height, width)
-            small = F.interpolate(x, size=(round(height * factor), round(width * factor)),
-                                  mode="area")
+        size = shrunk_size(height, width, p.max_side)
+        small = x if size is None else F.interpolate(x, size=size, mode="area")
         gray = getattr(self.net, "channels", 3) == 1
         if p.sigma == "auto":
-            luma = (small * torch.tensor(LUMA, device=small.device).view(1, 3, 1, 1)).sum(
-                1, keepdim=True)
-            sigma = estimate_sigma(luma if gray else small)
+            sigma = estimate_sigma(luma(small) if gray else small)
         else:
             # the luma of three channels with noise sigma carries 0.668 sigma
             sigma = torch.full((n,), float(p.sigma) * (LUMA_NOISE if gray else 1.0),

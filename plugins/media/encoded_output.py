@@ -1,15 +1,20 @@
 """One encoded output of ``video_sink``: a file, an HLS playlist or an RTSP publication.
 
-It encodes frames, copies audio packets unchanged, and keeps both on one timeline that
-starts at the first frame. The container header is written once every stream is known:
-audio that comes before the first frame waits for it; video waits for the first audio
-packet, but no longer than :data:`AUDIO_WAIT_FRAMES` (a camera may have no sound).
+It encodes frames, writes audio packets (copied, or encoded to AAC where the container
+cannot hold their codec), and keeps both on one timeline that starts at the first frame.
+The container header is written once every stream is known: audio that comes before the
+first frame waits for it; video waits for the first audio packet, but no longer than
+:data:`AUDIO_WAIT_FRAMES` (a camera may have no sound).
+
+Nothing it receives is changed: a decoded picture is copied before the encoder sets its
+timestamp, and audio packets are rebuilt from their bytes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -18,8 +23,12 @@ import av
 import numpy as np
 
 from pipeline.core.errors import MediaError
-from pipeline.core.frame import AudioPacket, Frame
-from plugins.media.live import redact
+from pipeline.core.frame import Frame
+from pipeline.core.packets import AudioCodec, AudioPacket
+
+from .audio import AudioMode, AudioWriter, accepts
+from .live import redact
+from .picture import DecodedPicture
 
 log = logging.getLogger("vidgraph")
 #: mpeg4 (and some others) reject time bases with a denominator over 65535.
@@ -43,16 +52,24 @@ class EncoderSettings:
     options: dict[str, str] = field(default_factory=dict)  # encoder options
     format: str | None = None  # container format; None: from the extension
     format_options: dict[str, str] = field(default_factory=dict)
+    audio: str = "auto"  # auto (copy, else AAC), copy, aac or none
 
 
 class EncodedOutput:
-    """Encodes the frames of one stream into one container."""
+    """Encodes the frames of one stream into one container.
+
+    ``count(what, n)`` counts what is lost on the way (damaged audio packets);
+    ``audio_codec``, when known (an output opened again), creates the audio stream with the
+    video instead of waiting for a packet.
+    """
 
     def __init__(self, node: str, target: str, settings: EncoderSettings, wait_audio: bool,
-                 audio_template: Any = None) -> None:
+                 count: Callable[[str, int], None], audio_codec: AudioCodec | None = None
+                 ) -> None:
         self.node = node
         self.target = target
         self.settings = settings
+        self.count = count
         try:
             self.out = av.open(target, "w", format=settings.format,
                                options=dict(settings.format_options))
@@ -60,9 +77,10 @@ class EncodedOutput:
             reason = getattr(exc, "strerror", None) or type(exc).__name__
             raise MediaError(f"cannot write '{redact(target)}': {reason}") from None
         self.video: Any = None
-        self.audio: Any = None
-        self.audio_template = audio_template
-        self.audio_pending = wait_audio and audio_template is None  # until a packet or its end
+        self.audio: AudioWriter | None = None
+        self.audio_codec = audio_codec
+        # until a packet or the end of the audio input (never with audio: none)
+        self.audio_pending = wait_audio and settings.audio != "none"
         self.first: Frame | None = None  # held until the second frame gives the frame rate
         self.pending: list[Any] = []  # packets held until every stream is known
         self.early_audio: list[AudioPacket] = []  # audio that came before the first frame
@@ -118,24 +136,26 @@ class EncodedOutput:
             stream.codec_context.gop_size = max(1, round(float(rate) * s.keyframe_s))
         stream.options = options
         self.video = stream
-        if self.audio_template is not None:
-            self._add_audio(self.audio_template)
         early, self.early_audio = self.early_audio, []
+        codec = early[0].codec if early else self.audio_codec
+        if codec is not None and self.settings.audio != "none":
+            self._add_audio(codec)
         if early:
-            if self.audio is None:
-                self._add_audio(early[0].template)
-            for item in early:
-                item.packet.stream = self.audio
-            self.pending.extend(item.packet for item in early)
+            self._mux(self._audio_packets(early))
 
     def _encode(self, frame: Frame) -> None:
+        vf = None
         native = frame.native
-        if (not frame.has_pixels and native is not None
-                and native.format.name == self.settings.pix_fmt
+        # The decoder's picture whenever the frame still has it (another branch may have
+        # converted it to RGB meanwhile: same picture), so the output does not depend on
+        # which thread got there first.
+        if (isinstance(native, DecodedPicture)
+                and native.format == self.settings.pix_fmt
                 and (native.width, native.height) == (self.video.width, self.video.height)):
-            vf = native
-            vf.pict_type = av.video.frame.PictureType.NONE  # let the encoder place keyframes
-        else:
+            vf = native.for_encoder()
+            if vf is not None:
+                vf.pict_type = av.video.frame.PictureType.NONE  # let the encoder place keyframes
+        if vf is None:
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame.image.cpu().numpy()),
                                             format="rgb24")
         if frame.time is not None:
@@ -157,21 +177,52 @@ class EncodedOutput:
     # -- audio -------------------------------------------------------------------------------
 
     def add_audio(self, item: AudioPacket) -> None:
-        """Copy one audio packet (the stream is created from the first one's template)."""
+        """Write one audio packet (its stream is created from the first one's codec)."""
+        if self.settings.audio == "none":
+            return
         if self.audio is None:
             if self.video is None:
                 self.early_audio.append(item)  # video goes first in the file: wait for it
                 return
             if not self.audio_pending:
                 return  # audio that starts after the header was written cannot be added
-            self._add_audio(item.template)
-        item.packet.stream = self.audio
-        self._mux([item.packet])
+            self._add_audio(item.codec)
+        self._mux(self._audio_packets([item]))
 
-    def _add_audio(self, template: Any) -> None:
-        self.audio = self.out.add_stream_from_template(template)
-        self.audio_template = template
+    def _add_audio(self, codec: AudioCodec) -> None:
+        """Create the audio stream: copied when the container takes the codec (``auto``,
+        ``copy``), else AAC (``auto``, ``aac``); says which when it is not a copy."""
+        fmt = self.out.format.name.split(",")[0]
+        mode: AudioMode = "aac" if self.settings.audio == "aac" else "copy"
+        if mode == "copy" and not self._takes(fmt, codec):
+            if self.settings.audio == "copy":
+                raise MediaError(f"'{redact(self.target)}': a {fmt} file cannot hold "
+                                 f"{codec.name} audio as is (audio_codec: auto or aac "
+                                 "encodes it to AAC)")
+            mode = "aac"
+            log.info("node '%s': %s audio cannot go into %s as is: encoding it to AAC",
+                     self.node, codec.name, fmt)
+        self.audio = AudioWriter(self.out, codec, mode)
         self.audio_pending = False
+
+    def _takes(self, fmt: str, codec: AudioCodec) -> bool:
+        """Whether the container can hold ``codec`` as is, tried on a small file in memory
+        (HLS segments are MPEG-TS; an RTSP server's RTP payloads cannot be tried there)."""
+        if fmt == "rtsp":
+            return True
+        if fmt == "hls":
+            return accepts("mpegts", codec)
+        return accepts(fmt, codec, self.settings.format_options)
+
+    def _audio_packets(self, items: Iterable[AudioPacket]) -> list[Any]:
+        """The output packets for ``items``, moved onto the output's timeline."""
+        assert self.audio is not None
+        packets: list[Any] = []
+        for item in items:
+            shifted = self._shift_audio(item)
+            if shifted is not None:
+                packets.extend(self.audio.write(shifted))
+        return packets
 
     def audio_ended(self) -> None:
         """No more audio is coming: write what was held back."""
@@ -186,9 +237,9 @@ class EncodedOutput:
             return
         pending, self.pending = self.pending, []
         for packet in pending:
-            if packet.stream is not self.audio:
+            if self.audio is None or packet.stream is not self.audio.stream:
                 self.out.mux(packet)
-            elif self._shift_audio(packet):
+            else:
                 self._mux_audio(packet)
 
     def _mux_audio(self, packet: Any) -> None:
@@ -197,31 +248,30 @@ class EncodedOutput:
         except av.InvalidDataError as exc:
             # A damaged packet from the source: drop it, keep the sound that is intact.
             self.bad_audio += 1
+            self.count("damaged_audio_packets", 1)
             if self.bad_audio == 1:
-                log.warning("node '%s': dropping damaged audio packets (%s)", self.node,
-                            exc.strerror or exc)
+                log.warning("node '%s': dropping damaged audio packets in '%s' (%s)",
+                            self.node, redact(self.target), exc.strerror or exc)
 
-    def _shift_audio(self, packet: Any) -> bool:
-        """Move an audio packet onto the output's timeline; False if it ends before it."""
-        if not self.t0 or packet.pts is None:
-            return True
-        shift = round(self.t0 / packet.time_base)
-        end = packet.pts + (packet.duration or 0)
-        if end <= shift:
-            return False
-        packet.pts -= shift
-        packet.dts = packet.dts - shift if packet.dts is not None else None
-        return True
+    def _shift_audio(self, item: AudioPacket) -> AudioPacket | None:
+        """``item`` moved onto the output's timeline; None if it ends before it starts."""
+        if not self.t0 or item.pts is None:
+            return item
+        shift = round(self.t0 / item.time_base)
+        if item.pts + item.duration <= shift:
+            return None
+        return item.shifted(-shift)
 
     def close(self) -> None:
-        """Flush the encoder and finalize the container (trailer, playlist)."""
+        """Flush the encoders and finalize the container (trailer, playlist)."""
         try:
             if self.first is not None:
                 self._start_video(self.first, self.first)
                 self._encode(self.first)
             self.audio_pending = False
             if self.video is not None:
-                self._mux(self.video.encode(None))
+                tail = list(self.audio.flush()) if self.audio is not None else []
+                self._mux(self.video.encode(None) + tail)
             else:
                 log.warning("node '%s': no frames arrived; '%s' holds no video", self.node,
                             redact(self.target))

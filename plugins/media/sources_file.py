@@ -1,5 +1,6 @@
 """Camera lists: the ``{stream, url}`` entries of a multi-stream source, and the file
-``vidgraph run --sources FILE`` watches so cameras can be added and removed while it runs.
+``video_source`` follows (``sources_file``, or ``vidgraph run --sources FILE``) so cameras
+can be added and removed while it runs.
 
 The file is a YAML list::
 
@@ -10,18 +11,34 @@ The file is a YAML list::
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.core.config import expand_env
 from pipeline.core.errors import ParameterError
 
 log = logging.getLogger("vidgraph")
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def check_stream_name(name: str) -> str:
+    """``name`` if it can name a stream: it becomes part of file names (``{stream}`` in a
+    sink's path), so letters, digits, ``_``, ``-`` and ``.`` only, and not ``.`` or
+    ``..``; raises ValueError otherwise."""
+    if not _NAME.fullmatch(name) or name in (".", ".."):
+        raise ValueError(f"stream name {name!r} must be letters, digits, '_', '-' or '.' "
+                         "(not '.' or '..': it becomes part of file names)")
+    return name
+
+
+#: a stream name, checked when the graph is validated
+StreamName = Annotated[str, AfterValidator(check_stream_name)]
 
 
 class SourceEntry(BaseModel):
@@ -29,8 +46,8 @@ class SourceEntry(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    stream: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$",
-                        description="stream name (frames' stream, {stream} in sink paths)")
+    stream: StreamName = Field(description="stream name (frames' stream, {stream} in sink "
+                               "paths)")
     url: str = Field(min_length=1, description="what to read: file, rtsp://, http(s)://, ...")
 
 
@@ -45,7 +62,8 @@ def parse_entries(data: Any, where: str) -> list[SourceEntry]:
         except ValidationError as exc:
             err = exc.errors()[0]
             field = ".".join(str(p) for p in err["loc"]) or "entry"
-            raise ParameterError(f"{where}: entry {i + 1}: {field}: {err['msg']}") from None
+            message = str(err["msg"]).removeprefix("Value error, ")
+            raise ParameterError(f"{where}: entry {i + 1}: {field}: {message}") from None
     names = [e.stream for e in entries]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -74,13 +92,13 @@ class SourcesWatcher:
     """
 
     def __init__(self, path: str | Path, apply: Callable[[list[SourceEntry]], None],
-                 interval_s: float = 0.5) -> None:
+                 interval_s: float = 0.2) -> None:
         self.path = Path(path)
         self.apply = apply
         self.interval_s = interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="sources-watcher", daemon=True)
-        self._seen: tuple[float, int] | None = None
+        self._seen: str | None = None
         self._last: list[SourceEntry] | None = None
         self._bad: str | None = None
 
@@ -96,14 +114,13 @@ class SourcesWatcher:
 
     def poll(self) -> None:
         """Check the file once; apply it if it changed and is valid."""
-        try:
-            st = self.path.stat()
-            stamp = (st.st_mtime, st.st_size)
-        except OSError:
-            stamp = None
-        if stamp is not None and stamp == self._seen:
+        try:  # the content, not the time stamp: two quick edits may share one
+            text: str | None = self.path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            text = None
+        if text is not None and text == self._seen:
             return
-        self._seen = stamp
+        self._seen = text
         try:
             entries = load_sources(self.path)
         except ParameterError as exc:

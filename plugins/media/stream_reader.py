@@ -16,11 +16,12 @@ frame that waited in a socket buffer shows its real age in the latency figures.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -29,14 +30,22 @@ from typing import Any
 import av
 
 from pipeline.core.errors import MediaError
-from pipeline.core.frame import AudioPacket, Frame
-from plugins.media.live import Backoff, is_capture_device, is_network_url, redact
+from pipeline.core.frame import Frame
+from pipeline.core.packets import AudioCodec
+
+from .audio import audio_codec, audio_packet
+from .live import Backoff, is_capture_device, is_network_url, redact
+from .picture import DecodedPicture
 
 log = logging.getLogger("vidgraph")
 LIVE_TIME_BASE = Fraction(1, 90_000)
 #: frames a reader may have queued for the node; beyond that it waits (or, live, the edge
 #: after the node drops): a reader never buffers more than this
 FRAME_SLOTS = 2
+#: audio packets and events a reader may have queued: a file's reader waits for room, a
+#: live one drops the newest and counts it (a stalled graph never grows the queue)
+AUDIO_SLOTS = 64
+EVENT_SLOTS = 64
 #: extra seconds the watchdog allows beyond the timeout FFmpeg was given
 WATCHDOG_GRACE_S = 1.0
 
@@ -58,6 +67,7 @@ class ReadOptions:
     backoff_initial: float = 0.5
     backoff_max: float = 10.0
     max_retries: int | None = None
+    strict: bool = False  # a damaged or truncated file fails the run instead of a warning
 
 
 def open_container(url: str, opts: ReadOptions) -> Any:
@@ -94,6 +104,22 @@ def open_container(url: str, opts: ReadOptions) -> Any:
         container.close()
         raise MediaError(f"'{redact(url)}' has no video stream")
     return container
+
+
+def expected_frames(container: Any, opts: ReadOptions) -> int | None:
+    """Frames a file will give with these options, from its header (None if unknown)."""
+    if opts.loop:
+        return opts.max_frames
+    video = container.streams.video[0]
+    count = video.frames
+    rate = video.average_rate or video.guessed_rate
+    if not count and video.duration and rate:
+        count = int(float(video.duration * video.time_base) * float(rate))
+    if count and opts.start and rate:
+        count = max(0, count - int(opts.start * float(rate)))
+    if opts.max_frames:
+        count = min(count, opts.max_frames) if count else opts.max_frames
+    return count or None
 
 
 def _reason(exc: BaseException, timeout_s: float) -> str:
@@ -146,15 +172,16 @@ class LiveTimeline:
 class StreamReader:
     """Reads one URL on a thread and puts ``(kind, reader, item)`` on the node's queue.
 
-    Kinds: ``frame`` (a Frame; the node calls :meth:`taken` after taking it), ``audio`` (an
-    AudioPacket), ``event`` (a dict for the ``events`` port), ``error`` (an exception the
-    node raises), ``failed`` (a MediaError: a live stream gave up) and ``end`` (the reader is
-    done).
+    Kinds: ``frame`` (a Frame), ``audio`` (an AudioPacket), ``event`` (a dict for the
+    ``events`` port), ``error`` (an exception the node raises), ``failed`` (a MediaError: a
+    live stream gave up) and ``end`` (the reader is done). The node calls :meth:`taken`
+    with the kind of every frame, audio packet and event it takes, which frees its slot.
+    ``count(what, n)`` counts what the reader loses (damaged packets, drops).
     """
 
     def __init__(self, node: str, stream: str, url: str, opts: ReadOptions,
                  out: queue.Queue[tuple[str, StreamReader, Any]], stop: threading.Event,
-                 container: Any = None) -> None:
+                 count: Callable[[str, int], None], container: Any = None) -> None:
         self.node = node
         self.stream = stream
         self.url = url
@@ -164,12 +191,15 @@ class StreamReader:
         self.stop = stop  # the graph is stopping
         self.removed = threading.Event()  # this stream alone is stopping
         self.container = container  # a file already opened (and checked) by the node
-        self.slots = threading.Semaphore(FRAME_SLOTS)
+        self.count = count
+        self.slots = {"frame": threading.Semaphore(FRAME_SLOTS),
+                      "audio": threading.Semaphore(AUDIO_SLOTS),
+                      "event": threading.Semaphore(EVENT_SLOTS)}
         self.timeline = LiveTimeline()
         self.generation = 0
         self.lock = threading.Lock()
         self.index = 0
-        self.audio_template: Any = None
+        self.audio_codec: AudioCodec | None = None
         self.last_audio_pts: int | None = None
         # Watchdog state: when the thread last made progress, and the limit for its phase.
         self.beat = time.monotonic()
@@ -178,6 +208,7 @@ class StreamReader:
         self.attempts = 0  # connection attempts since the stream was last up
         self.ever_connected = False
         self.damaged = 0
+        self.broken: str | None = None  # why a file's reading stopped before its end
         self.ended = False
         self.thread: threading.Thread | None = None
 
@@ -193,9 +224,9 @@ class StreamReader:
         """Stop this stream (its camera was taken out of the sources)."""
         self.removed.set()
 
-    def taken(self) -> None:
-        """The node took one of this reader's frames."""
-        self.slots.release()
+    def taken(self, kind: str) -> None:
+        """The node took one of this reader's frames, audio packets or events."""
+        self.slots[kind].release()
 
     def check(self, now: float) -> None:
         """The watchdog: replace a thread that has been stuck inside FFmpeg too long."""
@@ -232,18 +263,38 @@ class StreamReader:
     def _file(self, gen: int) -> None:
         container = self.container or open_container(self.url, self.opts)
         container.streams.video[0].thread_type = "AUTO"  # frame + slice threads: fast decode
+        expected = expected_frames(container, self.opts)
         try:
             offset_s = 0.0
             while True:
                 end_s, count = self._file_pass(container, gen, offset_s)
                 if not self.opts.loop or count == 0 or not self._current(gen):
-                    return
+                    break
                 offset_s = end_s
                 container.seek(0)
-        except MediaError as exc:
-            log.error("node '%s': %s", self.node, exc)
         finally:
             container.close()
+        if self._current(gen):
+            self._report_damage(expected)
+
+    def _report_damage(self, expected: int | None) -> None:
+        """Say once, in one line, what a damaged or truncated file lost; count it; with
+        ``strict`` fail the run instead."""
+        lost = max(0, expected - self.index) if expected and not self.opts.loop else 0
+        if not (lost or self.damaged or self.broken):
+            return
+        parts = []
+        if lost:
+            parts.append(f"{lost} of {expected} frames lost")
+        if self.damaged:
+            parts.append(f"{self.damaged} damaged packets skipped")
+        if self.broken:
+            parts.append(f"reading stopped early: {self.broken}")
+        self.count("frames_lost", lost)
+        message = f"'{self.shown_url}' is damaged: {'; '.join(parts)}"
+        if self.opts.strict:
+            raise MediaError(message + " (strict: true)")
+        log.warning("node '%s': %s", self.node, message)
 
     def _live(self, gen: int) -> None:
         opts = self.opts
@@ -284,20 +335,27 @@ class StreamReader:
         video = container.streams.video[0]
         video.thread_type = "SLICE"  # frame threads would hold frames back: latency
         audio = container.streams.audio[0] if container.streams.audio else None
-        if audio is not None and self.audio_template is None:
-            self.audio_template = audio
         self.timeline.reconnected(0.0 if self.down_since is None
                                   else time.monotonic() - self.down_since)
         self._phase(self.opts.read_timeout)
         first = True
+        early: list[Any] = []  # sound that came before the first frame placed the timeline
+        closing_at: float | None = None  # max_frames reached: the sound is read up to here
+        deadline = 0.0
         try:
             for packet in container.demux(*(s for s in (video, audio) if s is not None)):
                 self.beat = time.monotonic()
-                if not self._current(gen):
-                    return "stopped"
+                if not self._current(gen) or (closing_at is not None
+                                              and self.beat > deadline):
+                    return "stopped" if closing_at is None else "max_frames reached"
                 if packet.stream is audio:
-                    self._live_audio(packet, gen)
+                    if self.timeline.offset_s is None:
+                        early = [*early[-AUDIO_SLOTS + 1:], packet]
+                    elif not self._live_audio(audio, packet, gen, closing_at):
+                        return "max_frames reached"  # the sound has reached the last frame
                     continue
+                if closing_at is not None:
+                    continue  # only the sound of the last frames is still wanted
                 for vf in self._decode(packet):
                     now = time.monotonic()
                     pts, captured = self.timeline.place(vf.time, now)
@@ -305,26 +363,50 @@ class StreamReader:
                         first = False
                         backoff.reset()
                         self._connected(now - opened)
+                        for held in early:  # what overlaps the first frame is kept
+                            self._live_audio(audio, held, gen)
+                        early = []
+                    self._put_frame(Frame(pts=pts, time_base=LIVE_TIME_BASE, stream=self.stream,
+                                          index=self.index, captured=captured,
+                                          native=DecodedPicture(vf)), gen)
                     if self.opts.max_frames and self.index >= self.opts.max_frames:
                         self.removed.set()  # done: no reconnect
-                        return "max_frames reached"
-                    self._put_frame(Frame(pts=pts, time_base=LIVE_TIME_BASE, stream=self.stream,
-                                          index=self.index, captured=captured, native=vf), gen)
+                        if audio is None:
+                            return "max_frames reached"
+                        # the sound up to the end of the last frame is still to come
+                        closing_at, deadline = self.timeline.next_s, self.beat + 1.0
+                        break
         except (av.FFmpegError, OSError) as exc:
             return _reason(exc, self.opts.read_timeout)
         return "end of stream"
 
-    def _live_audio(self, packet: Any, gen: int) -> None:
+    def _live_audio(self, audio: Any, packet: Any, gen: int,
+                    until: float | None = None) -> bool:
+        """Hand over one audio packet on the stream's timeline, unless it starts at
+        ``until`` (seconds on that timeline) or later: then return False."""
         offset = self.timeline.offset_s
-        if offset is None or packet.pts is None or self.audio_template is None:
-            return  # before the first video frame of this connection: nothing to sync to
+        if offset is None or packet.pts is None or not packet.size:
+            return True
         tb = packet.time_base
         pts = round((packet.pts * tb + offset) / tb)
+        if until is not None and pts * tb >= until:
+            return False
         if self.last_audio_pts is not None and pts <= self.last_audio_pts:
-            return
+            return True
         self.last_audio_pts = pts
-        packet.pts = packet.dts = pts
-        self._put("audio", AudioPacket(packet, self.audio_template, self.stream), gen)
+        item = audio_packet(packet, self._codec(audio, packet), self.stream, pts - packet.pts)
+        # a camera's audio dts restart with each connection: on our timeline dts = pts
+        self._put_audio(dataclasses.replace(item, dts=pts), gen)
+        return True
+
+    def _codec(self, audio: Any, packet: Any) -> AudioCodec:
+        """This stream's audio codec (described once; again if a reconnect changed it)."""
+        codec = self.audio_codec
+        ctx = audio.codec_context
+        if codec is None or (codec.name, codec.sample_rate, codec.channels) != (
+                ctx.name, audio.sample_rate, ctx.channels):
+            codec = self.audio_codec = audio_codec(audio, packet)
+        return codec
 
     def _file_pass(self, container: Any, gen: int, offset_s: float) -> tuple[float, int]:
         """One pass over a file from ``start``; returns (end time, frames produced)."""
@@ -343,13 +425,14 @@ class StreamReader:
                 if not self._current(gen):
                     break
                 if packet.stream is audio:
-                    if packet.dts is None or (start and packet.pts is not None
-                                              and packet.pts * packet.time_base < start):
-                        continue
-                    if offset_s:
-                        shift = round(offset_s / packet.time_base)
-                        packet.pts, packet.dts = packet.pts + shift, packet.dts + shift
-                    self._put("audio", AudioPacket(packet, audio, self.stream), gen)
+                    if packet.dts is None or not packet.size or (
+                            start and packet.pts is not None and (
+                                packet.pts + (packet.duration or 0)) * packet.time_base <= start):
+                        continue  # sound that ends before the start (what overlaps it stays)
+                    shift = round(offset_s / packet.time_base) if offset_s else 0
+                    item = audio_packet(packet, self._codec(audio, packet), self.stream, shift)
+                    if not self._put_audio(item, gen):
+                        break
                     continue
                 for vf in self._decode(packet):
                     if start and vf.time is not None and vf.time < start - 1e-6:
@@ -358,16 +441,16 @@ class StreamReader:
                         return end_s, 0
                     pts = None if vf.pts is None else vf.pts + v_shift
                     frame = Frame(pts=pts, time_base=vtb, stream=self.stream, index=self.index,
-                                  captured=time.monotonic(), meta=meta, native=vf)
+                                  captured=time.monotonic(), meta=meta,
+                                  native=DecodedPicture(vf))
                     if frame.time is not None:
                         end_s = max(end_s, frame.time + frame_s)
                     count += 1
                     if not self._put_frame(frame, gen):
                         break
         except av.FFmpegError as exc:
-            # A truncated file ends here: keep what was decoded, say what happened.
-            log.warning("node '%s': '%s' ends early: %s", self.node, self.shown_url,
-                        exc.strerror or exc)
+            # A truncated file ends here: keep what was decoded; _report_damage says so.
+            self.broken = str(exc.strerror or exc)
         return end_s, count
 
     def _decode(self, packet: Any) -> Iterator[Any]:
@@ -375,25 +458,47 @@ class StreamReader:
             yield from packet.decode()
         except av.InvalidDataError as exc:
             self.damaged += 1
-            if self.damaged == 1:
+            self.count("damaged_packets", 1)
+            if self.damaged == 1 and self.opts.live:  # a file's damage is reported at its end
                 log.warning("node '%s': skipping damaged data in '%s' (%s)", self.node,
                             self.shown_url, exc.strerror or exc)
 
     # -- handing over ------------------------------------------------------------------------
 
     def _put_frame(self, frame: Frame, gen: int) -> bool:
-        limit, self.limit_s = self.limit_s, None  # waiting for the node is no stall
-        try:
-            while not self.slots.acquire(timeout=0.2):
-                if not self._current(gen):
-                    return False
-        finally:
-            self.beat = time.monotonic()
-            self.limit_s = limit
-        if not self._put("frame", frame, gen):
-            self.slots.release()
+        if not self._slotted("frame", frame, gen, wait=True):
             return False
         self.index += 1
+        return True
+
+    def _put_audio(self, item: Any, gen: int) -> bool:
+        """Hand over an audio packet: a file's reader waits for room, a live one drops it
+        (counted) rather than fall behind the camera."""
+        if self._slotted("audio", item, gen, wait=not self.opts.live):
+            return True
+        if self._current(gen):
+            self.count("audio_dropped", 1)
+            return True
+        return False
+
+    def _slotted(self, kind: str, item: Any, gen: int, wait: bool) -> bool:
+        """Put ``item`` once a slot of its kind is free; False if it was not put."""
+        slots = self.slots[kind]
+        if not wait:
+            if not slots.acquire(blocking=False):
+                return False
+        else:
+            limit, self.limit_s = self.limit_s, None  # waiting for the node is no stall
+            try:
+                while not slots.acquire(timeout=0.2):
+                    if not self._current(gen):
+                        return False
+            finally:
+                self.beat = time.monotonic()
+                self.limit_s = limit
+        if not self._put(kind, item, gen):
+            slots.release()
+            return False
         return True
 
     def _put(self, kind: str, item: Any, gen: int) -> bool:
@@ -406,9 +511,12 @@ class StreamReader:
     # -- events ------------------------------------------------------------------------------
 
     def _event(self, event: str, **fields: Any) -> None:
-        self.out.put(("event", self, {"event": event, "node": self.node, "stream": self.stream,
-                                      "url": self.shown_url, "time": round(time.time(), 3),
-                                      **fields}))
+        record = {"event": event, "node": self.node, "stream": self.stream,
+                  "url": self.shown_url, "time": round(time.time(), 3), **fields}
+        if self.slots["event"].acquire(blocking=False):
+            self.out.put(("event", self, record))
+        else:  # the node is not taking events: a flapping camera must not grow the queue
+            self.count("events_dropped", 1)
 
     def _connected(self, first_frame_s: float) -> None:
         if not self.ever_connected and self.down_since is None:

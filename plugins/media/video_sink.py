@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import av
 from pydantic import Field
 
 from pipeline.core.errors import MediaError, ParameterError
-from pipeline.core.frame import AudioPacket, Frame
-from pipeline.core.node import Params, Port, PortKind, Sink
-from plugins.media.live import Backoff, redact
+from pipeline.core.frame import Frame
+from pipeline.core.node import Emit, Params, Port, PortKind, Sink
+from pipeline.core.packets import AudioCodec, AudioPacket
+from pipeline.core.streams import StreamEnded, StreamStarted
 
 from .encoded_output import EncodedOutput, EncoderSettings
+from .live import Backoff, redact
 
 log = logging.getLogger("vidgraph")
 _FRAGMENTED = "frag_keyframe+empty_moov+default_base_moof"
@@ -44,6 +46,13 @@ class VideoSinkParams(Params):
     reconnect_delay: float = Field(0.5, gt=0, description="RTSP: first wait before publishing "
                                    "again after the server went away (s)")
     reconnect_max_delay: float = Field(10.0, gt=0, description="RTSP: the wait doubles up to this")
+    audio_codec: Literal["auto", "copy", "aac", "none"] = Field(
+        "auto", description="auto: copy the sound where the container takes its codec, else "
+        "encode it to AAC; copy: copy or fail; aac: always encode; none: no sound")
+
+
+#: audio packets a stream's output holds until it opens, or that wait for their session
+_HELD_AUDIO = 256
 
 
 @dataclass
@@ -52,14 +61,37 @@ class _Target:
 
     where: str
     output: EncodedOutput | None = None
-    audio_template: Any = None
     backoff: Backoff = field(default_factory=Backoff)
     retry_at: float = 0.0
     dropped: int = 0
+    held: list[AudioPacket] = field(default_factory=list)  # sound before the output opened
+
+
+@dataclass
+class _Stream:
+    """What the sink follows of one stream. A stream that ends and comes back is a new
+    session with a new output. Its sound travels on its own edge, ahead of the video or
+    behind it: sound of a session whose video has not started yet waits in ``ahead``, and
+    an output is finalised once both its video and its sound have ended."""
+
+    video: int = 0  # sessions started on the video input
+    video_open: bool = False
+    audio: int = 0  # sessions started on the audio input
+    audio_open: bool = False
+    target: _Target | None = None
+    codec: AudioCodec | None = None  # the sound's codec, once known
+    ahead: list[tuple[int, AudioPacket]] = field(default_factory=list)
+
+    @property
+    def over(self) -> bool:
+        """Whether nothing is left to follow (until the stream comes back)."""
+        return not (self.video_open or self.audio_open or self.ahead)
 
 
 class VideoSink(Sink):
-    """Encodes frames with FFmpeg and muxes the audio packets from ``audio`` unchanged.
+    """Encodes frames with FFmpeg and writes the audio packets from ``audio``: copied
+    unchanged where the container takes their codec, else encoded to AAC (``audio_codec``
+    chooses; the log says when the sound is not copied).
 
     Timestamps come from the frames' pts (shifted so the output starts at 0), so dropped
     frames leave gaps and the sound stays in sync. Frames still holding the decoder's picture
@@ -70,7 +102,8 @@ class VideoSink(Sink):
     over TCP) with low-latency settings (x264 ``zerolatency``, a keyframe every second), and
     publishes again, with backoff, if the server goes away; frames in between are dropped
     and counted. ``{stream}`` in the path gives each stream of a multi-camera source its own
-    output.
+    output, finalised when that stream ends (a camera removed from the sources file); a
+    stream that comes back gets a new file beside it (``cam1-2.mp4``), never over it.
 
     ```yaml
     nodes:
@@ -87,6 +120,7 @@ class VideoSink(Sink):
     )
     Params = VideoSinkParams
     params: VideoSinkParams
+    stream_state = ("streams",)
 
     def open(self) -> None:
         p = self.params
@@ -99,11 +133,15 @@ class VideoSink(Sink):
                              f"{', '.join(known)})") from None
         self.publish = p.path.lower().startswith(("rtsp://", "rtsps://"))
         self.settings = self._settings()
-        self.targets: dict[str, _Target] = {}
+        self.streams: dict[str, _Stream] = {}
+        self.used: dict[str, int] = {}  # files written in this run -> how many times
         self.audio_done = "audio" not in self.context.connected
         self.first_stream: str | None = None
         if "{stream}" not in p.path and not self.publish:
-            self._connect(self._target(""), time.monotonic())  # a bad path fails right away
+            # a bad path fails right away, before any frame
+            state = self.streams[""] = _Stream(target=_Target(self._fresh(p.path)))
+            assert state.target is not None
+            self._connect(state, state.target, time.monotonic())
 
     def _settings(self) -> EncoderSettings:
         p = self.params
@@ -130,43 +168,68 @@ class VideoSink(Sink):
             codec=p.codec, pix_fmt=p.pix_fmt, crf=p.crf,
             preset=p.preset or ("veryfast" if self.publish else None),
             bitrate=_parse_bitrate(p.bitrate) if p.bitrate else None, gop=p.gop, fps=p.fps,
-            keyframe_s=keyframe_s, options=options, format=fmt, format_options=format_options)
+            keyframe_s=keyframe_s, options=options, format=fmt, format_options=format_options,
+            audio=p.audio_codec)
 
-    def _target(self, stream: str) -> _Target:
-        key = stream if "{stream}" in self.params.path else ""
-        target = self.targets.get(key)
-        if target is None:
-            where = self.params.path.replace("{stream}", stream)
-            backoff = Backoff(self.params.reconnect_delay, self.params.reconnect_max_delay)
-            target = self.targets[key] = _Target(where, backoff=backoff)
-        if key == "" and stream:
-            if self.first_stream is None:
-                self.first_stream = stream
-            elif stream != self.first_stream:
-                raise ParameterError(f"frames of streams '{self.first_stream}' and '{stream}' "
-                                     "reach one output: put {stream} in 'path'")
-        return target
+    def _key(self, stream: str) -> str:
+        """Where a stream's state is kept: by name with ``{stream}``, else all in one."""
+        if "{stream}" in self.params.path:
+            return stream
+        if stream and self.first_stream is None:
+            self.first_stream = stream
+        elif stream and stream != self.first_stream:
+            raise ParameterError(f"frames of streams '{self.first_stream}' and '{stream}' "
+                                 "reach one output: put {stream} in 'path'")
+        return ""
 
-    def _connect(self, target: _Target, now: float) -> EncodedOutput | None:
+    def _stream(self, stream: str) -> _Stream:
+        return self.streams.setdefault(self._key(stream), _Stream())
+
+    def _new_target(self, stream: str) -> _Target:
+        where = self._fresh(self.params.path.replace("{stream}", stream))
+        backoff = Backoff(self.params.reconnect_delay, self.params.reconnect_max_delay)
+        return _Target(where, backoff=backoff)
+
+    def _fresh(self, where: str) -> str:
+        """``where``, or a numbered name beside it if this run already wrote it (a stream
+        that ended and came back)."""
+        if self.publish:
+            return where
+        times = self.used.get(where, 0)
+        self.used[where] = times + 1
+        if not times:
+            return where
+        path = Path(where)
+        return str(path.with_name(f"{path.stem}-{times + 1}{path.suffix}"))
+
+    def _connect(self, state: _Stream, target: _Target, now: float) -> EncodedOutput | None:
         """The target's output, opened if needed; None while an RTSP server is away."""
         if target.output is not None:
             return target.output
         if now < target.retry_at:
             return None
         if not self.publish:
-            Path(target.where).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(target.where).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise MediaError(f"cannot write '{target.where}': cannot create its folder "
+                                 f"({exc.strerror})") from None
         try:
-            target.output = EncodedOutput(self.context.name, target.where, self.settings,
-                                          not self.audio_done, target.audio_template)
+            output = EncodedOutput(self.context.name, target.where, self.settings,
+                                   not self.audio_done, self.context.count, state.codec)
         except MediaError as exc:
             if not self.publish:
                 raise
             self._retry_later(target, now, str(exc))
             return None
+        target.output = output
         if target.backoff.attempts:
             log.info("node '%s': publishing to %s again (%d frames dropped meanwhile)",
                      self.context.name, redact(target.where), target.dropped)
         target.backoff.reset()
+        held, target.held = target.held, []
+        for item in held:
+            self._guarded(target, output.add_audio, item)
         return target.output
 
     def _retry_later(self, target: _Target, now: float, reason: str) -> None:
@@ -185,23 +248,67 @@ class VideoSink(Sink):
         self._retry_later(target, time.monotonic(),
                           f"lost the connection to {redact(target.where)} ({reason})")
 
+    def stream_started(self, stream: str) -> None:
+        """A new session of ``stream``: a new output, and the sound that came ahead."""
+        state = self._stream(stream)
+        if state.target is not None and state.video:  # the last session's sound is late
+            self._finish(state.target)
+            state.target = None
+        state.video += 1
+        state.video_open = True
+        if state.target is None:  # (a single output is opened, and checked, by open())
+            state.target = self._new_target(stream)
+        ahead, state.ahead = state.ahead, []
+        for session, item in ahead:
+            if session == state.video:
+                self._sound(state, item)
+            elif session > state.video:
+                state.ahead.append((session, item))
+
     def write(self, frame: Frame) -> None:
-        target = self._target(frame.stream)
-        output = self._connect(target, time.monotonic())
+        state = self._stream(frame.stream)
+        if state.target is None:  # frames without a start marker (a node test): start now
+            self.stream_started(frame.stream)
+        target = state.target
+        assert target is not None
+        output = self._connect(state, target, time.monotonic())
         if output is None:
             target.dropped += 1
             return
         self._guarded(target, output.write, frame)
 
     def receive(self, port: str, item: Any) -> None:
-        assert port == "audio" and isinstance(item, AudioPacket)
-        target = self._target(item.stream)
-        if target.audio_template is None:
-            target.audio_template = item.template
-        output = target.output
-        if output is None:
-            return  # not started yet (or the RTSP server is away): it starts with video
-        self._guarded(target, output.add_audio, item)
+        assert port == "audio"
+        if isinstance(item, StreamStarted):
+            state = self._stream(item.stream)
+            state.audio += 1
+            state.audio_open = True
+            return
+        if isinstance(item, StreamEnded):
+            state = self._stream(item.stream)
+            state.audio_open = False
+            if not state.video_open and state.audio == state.video:
+                self._end_output(state)
+            self._forget_if_over(self._key(item.stream), state)
+            return
+        assert isinstance(item, AudioPacket)
+        state = self._stream(item.stream)
+        state.codec = state.codec or item.codec
+        session = state.audio or state.video  # without markers: the current session
+        if session > state.video:
+            state.ahead = [*state.ahead[-_HELD_AUDIO + 1:], (session, item)]
+        elif session == state.video:
+            self._sound(state, item)
+
+    def _sound(self, state: _Stream, item: AudioPacket) -> None:
+        """Write one packet of the current session (held until its output opens)."""
+        target = state.target
+        if target is None:
+            return
+        if target.output is None:
+            target.held = [*target.held[-_HELD_AUDIO + 1:], item]
+            return
+        self._guarded(target, target.output.add_audio, item)
 
     def _guarded(self, target: _Target, action: Callable[[Any], None], item: Any) -> None:
         """Run ``action(item)``; when publishing, a lost server means retry, not failure."""
@@ -215,20 +322,57 @@ class VideoSink(Sink):
     def input_ended(self, port: str) -> None:
         if port == "audio":
             self.audio_done = True
-            for target in self.targets.values():
-                if target.output is not None:
-                    target.output.audio_ended()
+            for name, state in list(self.streams.items()):
+                state.audio_open = False
+                state.ahead = []
+                if state.target is not None and state.target.output is not None:
+                    state.target.output.audio_ended()
+                if state.video and not state.video_open:  # a session whose sound was late
+                    self._end_output(state)
+                self._forget_if_over(name, state)
+
+    def stream_ended(self, stream: str) -> Sequence[Frame | Emit]:
+        """A session of ``stream`` has ended: finalise its output now, so it is playable
+        while the other streams go on."""
+        key = self._key(stream)
+        state = self.streams.get(key)
+        if state is not None:
+            state.video_open = False
+            if not (state.audio_open and state.audio == state.video):
+                self._end_output(state)  # else when its sound ends too
+            self._forget_if_over(key, state)
+        return ()
+
+    def _end_output(self, state: _Stream) -> None:
+        target, state.target = state.target, None
+        if target is not None:
+            self._finish(target)
+
+    def _forget_if_over(self, key: str, state: _Stream) -> None:
+        if state.over and state.target is None and self.streams.get(key) is state:
+            del self.streams[key]
+
+    def _finish(self, target: _Target) -> None:
+        """Finalise one output; a file that cannot be finished is an error naming it."""
+        output, target.output = target.output, None
+        if output is None:
+            return
+        try:
+            output.close()
+        except (OSError, av.FFmpegError) as exc:
+            if not self.publish:
+                reason = getattr(exc, "strerror", None) or type(exc).__name__
+                raise MediaError(f"cannot finish '{target.where}': {reason}") from None
 
     def close(self) -> None:
-        errors: list[BaseException] = []
-        for target in self.targets.values():
-            if target.output is None:
+        errors: list[MediaError] = []
+        for state in self.streams.values():
+            if state.target is None:
                 continue
             try:
-                target.output.close()
-            except (OSError, av.FFmpegError) as exc:
-                if not self.publish:
-                    errors.append(exc)
+                self._finish(state.target)
+            except MediaError as exc:
+                errors.append(exc)
         if errors:
             raise errors[0]
 

@@ -13,14 +13,17 @@ from pydantic import Field, model_validator
 
 from pipeline.core.frame import Frame
 from pipeline.core.node import END, Emit, Params, Port, PortKind, Source
-from plugins.media.live import is_live_url
-from plugins.media.sources_file import SourceEntry
+from pipeline.core.streams import StreamEnded
 
-from .stream_reader import ReadOptions, StreamReader, open_container
+from .live import is_live_url
+from .sources_file import SourceEntry, SourcesWatcher, StreamName, load_sources
+from .stream_reader import ReadOptions, StreamReader, expected_frames, open_container
 
 log = logging.getLogger("vidgraph")
 #: how often the node runs the watchdog and notices removed streams
 _TICK_S = 0.2
+#: what readers hand over, and the output port each goes to
+_PORTS = {"frame": "video", "audio": "audio", "event": "events"}
 
 
 class VideoSourceParams(Params):
@@ -28,10 +31,13 @@ class VideoSourceParams(Params):
 
     url: str | None = Field(None, description="file, rtsp(s)://, http(s):// (MJPEG, HLS), "
                             "/dev/videoN; may hold {stream} (see streams)")
-    streams: list[str] | None = Field(None, min_length=1, description="names put into "
-                                      "{stream} in url: one stream each")
+    streams: list[StreamName] | None = Field(None, min_length=1, description="names put into "
+                                             "{stream} in url: one stream each")
     sources: list[SourceEntry] | None = Field(None, description="several streams: a list of "
                                               "{stream, url}")
+    sources_file: str | None = Field(None, description="a YAML list of {stream, url}, "
+                                     "followed while running: edits add and remove streams "
+                                     "(replaces url/streams/sources; --sources sets it)")
     live: bool | Literal["auto"] = Field("auto", description="reconnect and never end; auto: "
                                          "true for cameras and network URLs")
     transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP transport")
@@ -49,11 +55,15 @@ class VideoSourceParams(Params):
     loop: bool = Field(False, description="start again at the end (pts keep increasing)")
     start: float = Field(0.0, ge=0, description="seconds to skip at the start (seeks)")
     max_frames: int | None = Field(None, ge=1, description="stop after this many frames")
+    strict: bool = Field(False, description="a damaged or truncated file fails the run "
+                         "(default: decode what can be, warn and count what was lost)")
 
     @model_validator(mode="after")
     def _one_input(self) -> VideoSourceParams:
+        if self.sources_file is not None:
+            return self
         if (self.url is None) == (self.sources is None):
-            raise ValueError("give either 'url' or 'sources'")
+            raise ValueError("give either 'url' or 'sources' (or 'sources_file')")
         if self.streams is not None and (self.url is None or "{stream}" not in self.url):
             raise ValueError("'streams' needs a 'url' containing {stream}")
         if self.streams is None and self.url is not None and "{stream}" in self.url:
@@ -67,10 +77,12 @@ class VideoSource(Source):
     """Decodes the first video stream of each input into frames.
 
     One node reads one stream (``url``), or many: ``sources`` lists ``{stream, url}``, or
-    ``url`` holds ``{stream}`` and ``streams`` lists the names. Each stream is read on its
-    own thread, so a camera that drops never stalls the others, and frames carry the stream
-    name (a stage with ``batch_size`` batches across streams; a sink path with ``{stream}``
-    writes one file per stream).
+    ``url`` holds ``{stream}`` and ``streams`` lists the names, or ``sources_file`` names a
+    YAML list of ``{stream, url}`` that the node follows while it runs (editing it adds and
+    removes streams; a removed stream ends, and its ``{stream}`` outputs are finalised).
+    Each stream is read on its own thread, so a camera that drops never stalls the others,
+    and frames carry the stream name (a stage with ``batch_size`` batches across streams; a
+    sink path with ``{stream}`` writes one file per stream).
 
     Live inputs (cameras, network URLs; ``live: auto``) reconnect on end of stream, error or
     a stalled read, waiting ``reconnect_delay`` doubling to ``reconnect_max_delay``; every
@@ -80,6 +92,10 @@ class VideoSource(Source):
     so a slow stage sees the newest frames. Compressed audio goes, undecoded, to ``audio``
     (connect it to ``video_sink``'s ``audio`` to copy the sound). Frames keep the decoder's
     own picture, so a graph that never reads pixels encodes without converting to RGB.
+
+    A damaged or truncated file is decoded as far as it goes, with one warning naming the
+    file and what was lost (counted as ``frames_lost`` and ``damaged_packets`` in
+    ``--stats``); ``strict: true`` fails the run instead.
 
     ```yaml
     nodes:
@@ -104,11 +120,14 @@ class VideoSource(Source):
         self.entries = self._entries(params)
         self.readers: dict[str, StreamReader] = {}
         self.queue: queue.Queue[tuple[str, StreamReader, Any]] = queue.Queue()
-        self.following = False  # sources come from a watched file: never end on our own
         self.changes: queue.Queue[list[SourceEntry]] = queue.Queue()
         self.files: dict[str, Any] = {}
+        self.watcher: SourcesWatcher | None = None
+        self.expected: int | None = None
 
     def _entries(self, p: VideoSourceParams) -> list[SourceEntry]:
+        if p.sources_file is not None:
+            return load_sources(p.sources_file)
         if p.sources is not None:
             return list(p.sources)
         assert p.url is not None
@@ -117,11 +136,16 @@ class VideoSource(Source):
         return [SourceEntry(stream=s, url=p.url.replace("{stream}", s)) for s in p.streams]
 
     @property
+    def following(self) -> bool:
+        """Whether the streams come from a followed file: the node never ends on its own."""
+        return self.params.sources_file is not None
+
+    @property
     def live(self) -> bool:
         """Whether this source reads live inputs (so its edges drop rather than block)."""
         if isinstance(self.params.live, bool):
             return self.params.live
-        return any(is_live_url(e.url) for e in self.entries)
+        return self.following or any(is_live_url(e.url) for e in self.entries)
 
     def _options(self, url: str) -> ReadOptions:
         p = self.params
@@ -131,52 +155,37 @@ class VideoSource(Source):
             read_timeout=p.read_timeout, format=p.format, options=dict(p.options),
             low_latency=p.low_latency, loop=p.loop, start=p.start, max_frames=p.max_frames,
             backoff_initial=p.reconnect_delay, backoff_max=p.reconnect_max_delay,
-            max_retries=p.max_retries)
+            max_retries=p.max_retries, strict=p.strict)
 
     def open(self) -> None:
         # Files are opened (and checked) now, so a bad path stops the graph before it starts;
         # live inputs connect on their threads and retry until they answer.
         counts: list[int | None] = []
         for entry in self.entries:
-            if not self._options(entry.url).live:
-                container = open_container(entry.url, self._options(entry.url))
+            options = self._options(entry.url)
+            if not options.live:
+                container = open_container(entry.url, options)
                 self.files[entry.stream] = container
-                counts.append(self._file_frames(container))
+                counts.append(expected_frames(container, options))
         self.expected = None if self.live or None in counts else sum(
             c for c in counts if c is not None) or None
-
-    def update_sources(self, entries: list[SourceEntry]) -> None:
-        """Replace the set of streams while running (from ``--sources FILE``): new names
-        start, missing names stop, the others are untouched. Thread-safe."""
-        self.following = True
-        self.changes.put(list(entries))
+        if self.following:
+            assert self.params.sources_file is not None
+            self.watcher = SourcesWatcher(self.params.sources_file, self.changes.put)
 
     def expected_frames(self) -> int | None:
         return self.expected
 
-    def _file_frames(self, container: Any) -> int | None:
-        if self.params.loop:
-            return self.params.max_frames
-        v = container.streams.video[0]
-        count = v.frames
-        rate = v.average_rate or v.guessed_rate
-        if not count and v.duration and rate:
-            count = int(float(v.duration * v.time_base) * float(rate))
-        if count and self.params.start and rate:
-            count = max(0, count - int(self.params.start * float(rate)))
-        if self.params.max_frames:
-            count = min(count, self.params.max_frames) if count else self.params.max_frames
-        return count or None
-
     def _start(self, entry: SourceEntry) -> None:
         stop = self.context.stop_requested or threading.Event()
         reader = StreamReader(self.context.name, entry.stream, entry.url,
-                              self._options(entry.url), self.queue, stop,
+                              self._options(entry.url), self.queue, stop, self.context.count,
                               container=self.files.pop(entry.stream, None))
         self.readers[entry.stream] = reader
         reader.start()
 
-    def _apply_changes(self) -> None:
+    def _apply_changes(self) -> Iterator[StreamEnded]:
+        """Start and stop streams as the followed file says; the others are untouched."""
         while True:
             try:
                 entries = self.changes.get_nowait()
@@ -188,17 +197,21 @@ class VideoSource(Source):
                     log.info("node '%s': removing stream '%s'", self.context.name, name)
                     reader.remove()
                     del self.readers[name]
+                    yield StreamEnded(name, "removed")
             for name, entry in wanted.items():
                 if name not in self.readers:
                     log.info("node '%s': adding stream '%s'", self.context.name, name)
                     self._start(entry)
 
-    def generate(self) -> Iterator[Frame | Emit]:
+    def generate(self) -> Iterator[Frame | Emit | StreamEnded]:
         # A live camera may or may not send sound: sinks stop waiting for it on their own.
         if not self.live and not any(f.streams.audio for f in self.files.values()):
             yield Emit("audio", END)
-        for entry in self.entries:
-            self._start(entry)
+        if self.watcher is not None:
+            self.watcher.start()  # its first reading replaces the streams read at open
+        else:
+            for entry in self.entries:
+                self._start(entry)
         ticked = time.monotonic()
         while True:
             if self.context.stopping():
@@ -206,7 +219,7 @@ class VideoSource(Source):
             now = time.monotonic()
             if now - ticked >= _TICK_S:
                 ticked = now
-                self._apply_changes()
+                yield from self._apply_changes()
                 for reader in self.readers.values():
                     reader.check(now)
             if not self.readers and not self.following:
@@ -215,24 +228,27 @@ class VideoSource(Source):
                 kind, reader, item = self.queue.get(timeout=_TICK_S)
             except queue.Empty:
                 continue
-            if kind == "frame":
-                reader.taken()
-                yield item
-            elif kind == "audio":
-                yield Emit("audio", item)
-            elif kind == "event":
-                yield Emit("events", item)
+            current = self.readers.get(reader.stream) is reader
+            if kind in _PORTS:
+                reader.taken(kind)
+                if current or kind == "event":  # a removed stream's last frames are dropped
+                    yield item if kind == "frame" else Emit(_PORTS[kind], item)
             elif kind == "error":
                 raise item
             elif kind == "failed":  # a live stream gave up: fatal only if it was the last
-                self.readers.pop(reader.stream, None)
+                if current:
+                    del self.readers[reader.stream]
+                    yield StreamEnded(reader.stream, "gave up")
                 if not self.readers and not self.following:
                     raise item
                 log.error("node '%s': %s", self.context.name, item)
-            elif self.readers.get(reader.stream) is reader:
+            elif current:  # "end": the reader is done
                 del self.readers[reader.stream]
+                yield StreamEnded(reader.stream)
 
     def close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
         for reader in self.readers.values():
             reader.remove()
         for container in self.files.values():  # opened but never read (the graph failed)
@@ -240,4 +256,3 @@ class VideoSource(Source):
         for reader in self.readers.values():
             if reader.thread is not None:
                 reader.thread.join(timeout=1.0)
-

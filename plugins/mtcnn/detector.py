@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from pipeline.core.device import inference_dtype
 from pipeline.core.frame import Detections
 
 from .area import NET_OFFSET, AreaResize, crops, summed_area
@@ -74,7 +75,7 @@ class Detector:
         self.min_face = min_face
         self.thresholds = thresholds
         self.scale_factor = scale_factor
-        self.dtype = torch.float16 if half and device.type == "cuda" else torch.float32
+        self.dtype = inference_dtype(device, half)
         pnet, rnet, onet = nets or load_nets()
         self.pnet = pnet.to(device, self.dtype)
         self.rnet = rnet.to(device, self.dtype)

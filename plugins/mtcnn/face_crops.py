@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from pipeline.core.frame import Detections, Frame
+from pipeline.core.frame import Frame
 from pipeline.core.node import Params, Stage
+from pipeline.kit.images import LUMA, to_float, to_uint8
 
 #: where the five landmarks sit in a 112x112 chip: ``arcface`` is the ArcFace/InsightFace
 #: template; ``fer2013`` is where they sit in FER2013's faces (the median of this MTCNN's
@@ -53,8 +54,9 @@ class FaceCropsParams(Params):
 class FaceCrops(Stage):
     """Cuts a ``size`` x ``size`` chip per detected face, rotated and scaled so the eyes,
     nose and mouth corners land on a template (ArcFace's, or FER2013's), and attaches them
-    to the frame's ``Detections`` (``crops``, uint8 [K, size, size, 3 or 1]). All faces of
-    a frame are warped in one resampling call. Needs landmarks (``mtcnn``).
+    to the frame's ``Detections`` as the extra field ``crops`` (uint8 [K, size, size, 3 or
+    1]). All faces of a frame are warped in one resampling call. Needs landmarks
+    (``mtcnn``).
 
     ```yaml
     nodes:
@@ -80,8 +82,7 @@ class FaceCrops(Stage):
             chips = torch.zeros((0, size, size, channels), dtype=torch.uint8, device=self.device)
         else:
             chips = self._chips(frame.image, dets.landmarks.to(self.device).float(), size)
-        return frame.with_meta(detections=Detections(
-            dets.boxes, dets.scores, dets.landmarks, dets.labels, dets.label_scores, chips))
+        return frame.with_meta(detections=dets.with_extra(crops=chips))
 
     def _chips(self, image: torch.Tensor, marks: torch.Tensor, size: int) -> torch.Tensor:
         height, width = image.shape[:2]
@@ -97,10 +98,10 @@ class FaceCrops(Stage):
                                device=marks.device)
         theta = to_unit @ torch.cat([inverse, rows], 1) @ to_pixels
         grid = F.affine_grid(theta, [len(marks), 3, size, size], align_corners=False)
-        source = image.permute(2, 0, 1)[None].float().expand(len(marks), -1, -1, -1)
+        source = to_float(image, 1).expand(len(marks), -1, -1, -1)
         chips = F.grid_sample(source, grid, mode="bilinear", padding_mode="border",
                               align_corners=False)
         if self.params.gray:
-            weights = torch.tensor([0.299, 0.587, 0.114], device=chips.device)
+            weights = torch.tensor(LUMA, device=chips.device)
             chips = (chips * weights[None, :, None, None]).sum(1, keepdim=True)
-        return chips.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+        return to_uint8(chips, 1)

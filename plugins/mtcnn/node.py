@@ -9,6 +9,7 @@ from pydantic import Field
 from pipeline.core.frame import Detections, Frame
 from pipeline.core.node import Params, Stage
 from pipeline.kit.batching import group_by_size
+from pipeline.kit.images import shrunk_size, to_float, to_uint8
 
 from .detector import Detector
 
@@ -46,15 +47,13 @@ class Mtcnn(Stage):
     summary = "find faces: boxes, scores, five landmarks (MTCNN, batched)"
     Params = MtcnnParams
     params: MtcnnParams
+    stream_state = ("last",)  # every: N repeats a stream's last detections
 
     def open(self) -> None:
         p = self.params
         self.detector = Detector(self.device, min_face=p.min_face, thresholds=p.thresholds,
                                  scale_factor=p.scale_factor, half=p.half)
         self.last: dict[str, tuple[int, Detections]] = {}  # stream -> (index, detections)
-
-    def process(self, frame: Frame) -> Frame:
-        return self.process_batch([frame])[0]
 
     def process_batch(self, frames: list[Frame]) -> list[Frame]:
         found: dict[int, Detections] = {}
@@ -74,16 +73,14 @@ class Mtcnn(Stage):
         return [f.with_meta(detections=found[i]) for i, f in enumerate(frames)]
 
     def _detect(self, images: torch.Tensor) -> list[Detections]:
-        side = self.params.max_side
         height, width = images.shape[1:3]
-        factor = 1.0 if side is None else min(1.0, side / max(height, width))
-        if factor < 1.0:
-            size = (max(1, round(height * factor)), max(1, round(width * factor)))
-            images = F.interpolate(images.permute(0, 3, 1, 2).float(), size=size,
-                                   mode="bilinear", antialias=True, align_corners=False)
-            images = images.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-        results = self.detector.detect(images.contiguous())
-        if factor == 1.0:
-            return results
+        side = self.params.max_side
+        size = shrunk_size(height, width, side)
+        if side is None or size is None:
+            return self.detector.detect(images.contiguous())
+        factor = side / max(height, width)
+        small = F.interpolate(to_float(images, 1), size=size, mode="bilinear", antialias=True,
+                              align_corners=False)
+        results = self.detector.detect(to_uint8(small, 1))
         return [Detections(d.boxes / factor, d.scores, None if d.landmarks is None
                            else d.landmarks / factor) for d in results]

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.core.errors import VidgraphError
+from pipeline.kit.images import luma, to_float
 from pipeline.kit.weights import model_file, read_checkpoint
 
 from .model import Ensemble, as_arguments, build
@@ -58,10 +59,9 @@ class Classifier:
         """Network input from uint8 pictures (N, H, W, 1 or 3) on any device: resized to
         ``size`` (area-averaged when shrinking), gray or RGB as the network wants,
         normalised, channels-last."""
-        x = images.permute(0, 3, 1, 2).float() / 255
+        x = to_float(images)
         if self.gray and x.shape[1] == 3:
-            weights = torch.tensor([0.299, 0.587, 0.114], device=x.device)
-            x = (x * weights[None, :, None, None]).sum(1, keepdim=True)
+            x = luma(x)
         elif not self.gray and x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         if x.shape[-2:] != (self.size, self.size):

@@ -8,6 +8,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
+from pipeline.core.device import inference_dtype
 from pipeline.core.errors import VidgraphError
 from pipeline.core.frame import Detections, Frame
 from pipeline.core.node import Params, Stage
@@ -37,7 +38,9 @@ class ClassifyParams(Params):
 
 class Classify(Stage):
     """Puts ``label``, ``label_score`` and the ``topk`` best ``scores`` on each frame, or
-    on each detection (``on: detections``, reading the chips of ``face_crops``). All
+    on each detection (``on: detections``, reading the ``crops`` of ``face_crops``): its
+    ``labels``, ``label_scores`` and, as the extra field ``topk``, a dict of the best
+    classes and their probabilities per box. All
     pictures of a batch (``batch_size`` frames, every face of every frame, all streams) go
     through the network together. A checkpoint carries its class names and preprocessing.
 
@@ -60,16 +63,12 @@ class Classify(Stage):
     def open(self) -> None:
         p = self.params
         self.model = checkpoint.load(p.model, p.weights, p.classes)
-        self.dtype = (torch.float16 if p.half and self.device.type == "cuda"
-                      else torch.float32)
+        self.dtype = inference_dtype(self.device, p.half)
         self.model.net.to(self.device, self.dtype)
         self.model.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.k = min(p.topk, len(self.model.classes))
 
-    def process(self, frame: Frame) -> Frame:
-        return self.process_batch([frame])[0]
-
-    def process_batch(self, frames: list[Frame]) -> list[Frame]:  # type: ignore[override]
+    def process_batch(self, frames: list[Frame]) -> list[Frame]:
         if self.params.on == "frame":
             probs = self._classify([f.image[None] for f in frames])
             return [f.with_meta(**self._frame_labels(p)) for f, p in
@@ -77,11 +76,11 @@ class Classify(Stage):
         pictures = []
         for frame in frames:
             dets = frame.detections
-            if dets is not None and len(dets) and dets.crops is None:
+            if dets is not None and len(dets) and "crops" not in dets.extra:
                 raise VidgraphError("'on: detections' needs face chips: put a face_crops "
                                     "node before this one")
             if dets is not None and len(dets):
-                pictures.append(dets.crops)
+                pictures.append(dets.extra["crops"])
         probs = self._classify(pictures) if pictures else torch.zeros((0, 1))
         out, used = [], 0
         for frame in frames:
@@ -94,7 +93,6 @@ class Classify(Stage):
             out.append(frame.with_meta(detections=self._labelled(dets, mine)))
         return out
 
-    @torch.inference_mode()
     def _classify(self, pictures: list[torch.Tensor]) -> torch.Tensor:
         """Class probabilities (N, classes) on the CPU for groups of uint8 pictures."""
         inputs = torch.cat([self.model.prepare(p.to(self.device), self.dtype)
@@ -115,6 +113,7 @@ class Classify(Stage):
     def _labelled(self, dets: Detections, probs: torch.Tensor) -> Detections:
         top = self._top(probs)
         best = probs.max(1)
-        return dataclasses.replace(
+        labelled = dataclasses.replace(
             dets, labels=tuple(self.model.classes[i] for i in best.indices.tolist()),
-            label_scores=best.values.to(dets.boxes.device), topk=tuple(top))
+            label_scores=best.values.to(dets.boxes.device))
+        return labelled.with_extra(topk=tuple(top))

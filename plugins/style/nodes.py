@@ -6,9 +6,11 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from pipeline.core.device import inference_dtype, uses_channels_last
 from pipeline.core.frame import Frame
 from pipeline.core.node import Params, Stage
 from pipeline.kit.batching import group_by_size
+from pipeline.kit.images import shrunk_size, to_float, to_uint8
 
 from . import checkpoint
 
@@ -44,20 +46,18 @@ class StyleTransfer(Stage):
     summary = "paint frames in a trained style (feed-forward network), flicker control"
     Params = StyleTransferParams
     params: StyleTransferParams
+    stream_state = ("previous",)  # temporal: each stream's last input and output
 
     def open(self) -> None:
         self.net, self.info = checkpoint.load(self.params.model)
-        half = self.params.half and self.device.type == "cuda"
-        self.dtype = torch.float16 if half else torch.float32
+        self.dtype = inference_dtype(self.device, self.params.half)
+        self.channels_last = uses_channels_last(self.device, self.params.half)
         self.net.to(self.device, self.dtype)
-        if half:
+        if self.channels_last:
             self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.previous: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # stream -> in, out
 
-    def process(self, frame: Frame) -> Frame:
-        return self.process_batch([frame])[0]
-
-    def process_batch(self, frames: list[Frame]) -> list[Frame]:  # type: ignore[override]
+    def process_batch(self, frames: list[Frame]) -> list[Frame]:
         out = list(frames)
         for group in group_by_size(frames).values():
             images = torch.stack([frames[i].image for i in group])
@@ -65,21 +65,16 @@ class StyleTransfer(Stage):
                 out[i] = frames[i].replace(image=self._steady(frames[i], painted))
         return out
 
-    @torch.inference_mode()
     def _paint(self, images: torch.Tensor) -> torch.Tensor:
         """Blended results (N, 3, H, W) on the 0..255 scale for uint8 frames (N, H, W, 3)."""
-        x = images.permute(0, 3, 1, 2).float()
+        x = to_float(images, 1)
         strength = self.params.strength
         if strength == 0:
             return x
         height, width = x.shape[-2:]
-        side = self.params.max_side
-        small = x
-        if side is not None and max(height, width) > side:
-            factor = side / max(height, width)
-            size = (max(1, round(height * factor)), max(1, round(width * factor)))
-            small = F.interpolate(x, size=size, mode="area")
-        if self.dtype == torch.float16:
+        size = shrunk_size(height, width, self.params.max_side)
+        small = x if size is None else F.interpolate(x, size=size, mode="area")
+        if self.channels_last:
             small = small.contiguous(memory_format=torch.channels_last)
         styled = self.net((small / 255).to(self.dtype)).float().clamp(0, 1) * 255
         if styled.shape[-2:] != (height, width):
@@ -91,7 +86,7 @@ class StyleTransfer(Stage):
         """The frame's picture (uint8 H, W, 3), blended with the stream's previous output
         where its input did not change."""
         keep = self.params.temporal
-        source = frame.image.permute(2, 0, 1).float()
+        source = to_float(frame.image, 1)[0]
         last = self.previous.get(frame.stream)
         if keep > 0 and last is not None and last[0].shape == source.shape:
             change = (source - last[0]).abs().mean(0, keepdim=True)[None]
@@ -101,4 +96,4 @@ class StyleTransfer(Stage):
             painted = painted + keep * still * (last[1] - painted)
         if keep > 0:
             self.previous[frame.stream] = (source, painted)
-        return painted.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous()
+        return to_uint8(painted, 1)

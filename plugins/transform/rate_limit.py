@@ -43,6 +43,7 @@ class RateLimit(Stage):
     Params = RateLimitParams
     params: RateLimitParams
     any_device = True
+    stream_state = ("last_slot", "clock")
 
     def open(self) -> None:
         self.last_slot: dict[str, int] = {}

@@ -11,6 +11,7 @@ from pydantic import Field, model_validator
 from pipeline.core.frame import Frame
 from pipeline.core.node import Params, Stage
 from pipeline.kit.batching import group_by_size
+from pipeline.kit.images import to_float, to_uint8
 
 _SWSCALE = {"nearest": "POINT", "bilinear": "BILINEAR", "bicubic": "BICUBIC", "area": "AREA"}
 
@@ -59,9 +60,6 @@ class Resize(Stage):
             h = max(2, round(height * w / width / 2) * 2)
         return w, h
 
-    def process(self, frame: Frame) -> Frame:
-        return self.process_batch([frame])[0]
-
     def process_batch(self, frames: list[Frame]) -> list[Frame]:
         out: list[Frame | None] = [None] * len(frames)
         rest: list[int] = []
@@ -69,9 +67,8 @@ class Resize(Stage):
             size = self.size_for(frame.width, frame.height)
             if size == (frame.width, frame.height):
                 out[i] = frame
-            elif not frame.has_pixels and self.device.type == "cpu":
-                native = frame.native.reformat(width=size[0], height=size[1],
-                                               interpolation=_SWSCALE[self.params.interpolation])
+            elif frame.native is not None and self.device.type == "cpu":
+                native = frame.native.scaled(size[0], size[1], self.params.interpolation)
                 out[i] = frame.replace(native=native)
             else:
                 rest.append(i)
@@ -87,7 +84,7 @@ class Resize(Stage):
 
 def scale(images: torch.Tensor, width: int, height: int, mode: str) -> torch.Tensor:
     """Resize ``uint8 [N, H, W, 3]`` images to ``[N, height, width, 3]``."""
-    x = images.permute(0, 3, 1, 2).float()
+    x = to_float(images, 1)
     if mode == "area":
         y = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True,
                           align_corners=False)
@@ -95,5 +92,5 @@ def scale(images: torch.Tensor, width: int, height: int, mode: str) -> torch.Ten
         y = F.interpolate(x, size=(height, width), mode="nearest")
     else:
         y = F.interpolate(x, size=(height, width), mode=mode, antialias=True, align_corners=False)
-    return y.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    return to_uint8(y, 1)
 
