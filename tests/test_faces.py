@@ -72,7 +72,8 @@ def test_faces_found_again_in_the_chips_have_their_landmarks_on_the_template(
 def test_alignment_undoes_a_rotation(astronaut) -> None:
     upright, _ = composite(astronaut, 1.0, 0, (320, 240))
     tilted, _ = composite(astronaut, 1.0, 15, (320, 240))
-    chips = [run_node("face_crops", [detected(img)], size=48, gray=True)[0].detections.extra["crops"][0]
+    chips = [run_node("face_crops", [detected(img)], size=48,
+                      gray=True)[0].detections.extra["crops"][0]
              for img in (upright, tilted)]
     assert chips[0].shape == (48, 48, 1)
     difference = (chips[0].float() - chips[1].float()).abs().mean()

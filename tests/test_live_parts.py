@@ -93,7 +93,8 @@ def test_live_timeline_shows_the_age_of_frames_that_arrive_late() -> None:
 def test_sources_file_errors_name_the_file_and_entry(tmp_path: Path) -> None:
     path = tmp_path / "cams.yaml"
     path.write_text("- {stream: a, url: rtsp://h/1}\n- {stream: 'b c', url: rtsp://h/2}\n")
-    with pytest.raises(ParameterError, match=r"cams.yaml: entry 2: stream: stream name 'b c' must be"):
+    with pytest.raises(ParameterError,
+                       match=r"cams.yaml: entry 2: stream: stream name 'b c' must be"):
         load_sources(path)
     path.write_text("- {stream: a, url: x}\n- {stream: a, url: y}\n")
     with pytest.raises(ParameterError, match="stream names must be unique"):

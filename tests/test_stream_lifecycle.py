@@ -45,7 +45,8 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 20.0) ->
 @pytest.mark.slow
 def test_cameras_added_and_removed_a_hundred_times_leave_nothing_behind(tmp_path: Path) -> None:
     need("GStreamer's RTSP server", has_gstreamer())
-    cameras = {f"cam{i}": Camera(fps=15, gop=4, size=(160, 120), path=f"/cam{i}").start() for i in range(4)}
+    cameras = {f"cam{i}": Camera(fps=15, gop=4, size=(160, 120), path=f"/cam{i}").start()
+               for i in range(4)}
     sources = tmp_path / "cams.yaml"
     out = tmp_path / "rec"
 

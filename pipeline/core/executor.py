@@ -370,10 +370,10 @@ class Executor:
             return
         port, payload = (item.port, item.item) if isinstance(item, Emit) else (
             node.default_out, item)
-        names = streams.get(port) if port is not None else None
+        started = streams.get(port) if port is not None else None
         stream = getattr(payload, "stream", None)
-        if names is not None and isinstance(stream, str) and stream not in names:
-            names.add(stream)
+        if started is not None and isinstance(stream, str) and stream not in started:
+            started.add(stream)
             self._emit(node, Emit(port, StreamStarted(stream)))
         self._emit(node, item)
 
