@@ -363,10 +363,10 @@ class Executor:
         a stream's first frame (or audio packet) is preceded by ``StreamStarted``, and its
         ``StreamEnded`` goes down every port where the stream was started."""
         if isinstance(item, StreamEnded):
-            for port, names in streams.items():
-                if item.stream in names:
-                    names.discard(item.stream)
-                    self._emit(node, Emit(port, item))
+            for name, open_here in streams.items():
+                if item.stream in open_here:
+                    open_here.discard(item.stream)
+                    self._emit(node, Emit(name, item))
             return
         port, payload = (item.port, item.item) if isinstance(item, Emit) else (
             node.default_out, item)
