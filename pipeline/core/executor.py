@@ -372,7 +372,8 @@ class Executor:
             node.default_out, item)
         started = streams.get(port) if port is not None else None
         stream = getattr(payload, "stream", None)
-        if started is not None and isinstance(stream, str) and stream not in started:
+        if port is not None and started is not None and isinstance(stream, str) \
+                and stream not in started:
             started.add(stream)
             self._emit(node, Emit(port, StreamStarted(stream)))
         self._emit(node, item)
