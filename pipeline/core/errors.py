@@ -76,7 +76,7 @@ class NodeError(VidgraphError, RuntimeError):
         self.cause = cause
         self.index = index
         self.pts = pts
-        where = ""
+        where = f" on stream '{stream}'" if stream else ""
         if index is not None:
             where = f" on frame {index}" + (f" of stream '{stream}'" if stream else "")
             if pts is not None:

@@ -444,7 +444,8 @@ class Executor:
                     held = lane.seal(list(inst.stream_ended(marker.stream)))
         except Exception as exc:
             if node.spec.settings.on_error is OnError.FAIL or self.aborted.is_set():
-                self._fail(node, exc, None, halt=False)
+                self._fail(node, NodeError(node.name, exc, stream=marker.stream), None,
+                           halt=False)
                 return None
             self._count_skip(node, None, exc)
             held = ()

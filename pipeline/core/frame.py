@@ -265,12 +265,15 @@ class Frame:
         return self.meta.get("detections")
 
     def replace(self, *, image: torch.Tensor | None = None, **changes: Any) -> Frame:
-        """A copy with some fields changed; a new ``image`` drops the native picture."""
+        """A copy with some fields changed; a new ``image`` drops the native picture, a new
+        ``native`` picture drops the pixels converted from the old one."""
         if image is not None:
             check_image(image)
             changes["_image"] = image
             changes["native"] = None
             changes.setdefault("ready", None)
+        elif changes.get("native") is not None:
+            changes["_image"] = None
         return dataclasses.replace(self, **changes)
 
     def with_meta(self, **values: Any) -> Frame:

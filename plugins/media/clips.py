@@ -13,19 +13,24 @@ import numpy as np
 
 def make_clip(path: str | Path, *, seconds: float = 2.0, width: int = 320, height: int = 240,
               fps: int = 30, audio: bool = True, codec: str = "libx264",
-              audio_rate: int = 48000) -> Path:
-    """Write a real H.264 (+ AAC) MP4 with a moving pattern and a 440 Hz tone."""
+              audio_rate: int = 48000, audio_codec: str = "aac", pix_fmt: str = "yuv420p"
+              ) -> Path:
+    """Write a real clip (H.264 + AAC MP4 by default; the extension picks the container)
+    with a moving pattern and a 440 Hz tone. ``audio_codec`` may be any encoder FFmpeg has
+    (wmav2, pcm_mulaw, adpcm_ima_wav, ...); the tone is converted to what it takes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as out:
         video = out.add_stream(codec, rate=fps)
         assert isinstance(video, av.VideoStream)
-        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        video.options = {"preset": "ultrafast"}
-        sound = out.add_stream("aac", rate=audio_rate) if audio else None
+        video.width, video.height, video.pix_fmt = width, height, pix_fmt
+        video.options = {"preset": "ultrafast"} if codec == "libx264" else {}
+        sound = out.add_stream(audio_codec, rate=audio_rate) if audio else None
         if sound is not None:
             assert isinstance(sound, av.AudioStream)
             sound.layout = "stereo"
+            sound.bit_rate = 128_000  # WMA has no default
+            sound.codec_context.options = {"strict": "experimental"}  # FFmpeg's own vorbis
         yy, xx = np.mgrid[0:height, 0:width]
         frames = round(seconds * fps)
         for i in range(frames):
@@ -39,17 +44,28 @@ def make_clip(path: str | Path, *, seconds: float = 2.0, width: int = 320, heigh
             out.mux(video.encode(frame))
         out.mux(video.encode(None))
         if sound is not None:
-            chunk = 1024
-            total = round(seconds * audio_rate)
-            for start in range(0, total, chunk):
-                n = min(chunk, total - start)
-                t = (np.arange(start, start + n) / audio_rate).astype(np.float32)
-                tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-                af = av.AudioFrame.from_ndarray(np.stack([tone, tone]), format="fltp",
-                                                layout="stereo")
-                af.sample_rate = audio_rate
-                af.pts = start
-                af.time_base = Fraction(1, audio_rate)
-                out.mux(sound.encode(af))
-            out.mux(sound.encode(None))
+            _tone(out, sound, seconds, audio_rate)
     return path
+
+
+def _tone(out: av.container.OutputContainer, sound: av.AudioStream, seconds: float,
+          rate: int) -> None:
+    """A 440 Hz stereo tone, in the sample format and frame size the encoder takes."""
+    resampler = av.AudioResampler(format=sound.codec_context.format, layout="stereo",
+                                  rate=rate, frame_size=sound.codec_context.frame_size or 1024)
+    chunk = 1024
+    total = round(seconds * rate)
+    for start in range(0, total, chunk):
+        n = min(chunk, total - start)
+        t = (np.arange(start, start + n) / rate).astype(np.float32)
+        tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+        af = av.AudioFrame.from_ndarray(np.stack([tone, tone]), format="fltp",
+                                        layout="stereo")
+        af.sample_rate = rate
+        af.pts = start
+        af.time_base = Fraction(1, rate)
+        for converted in resampler.resample(af):
+            out.mux(sound.encode(converted))
+    for converted in resampler.resample(None):
+        out.mux(sound.encode(converted))
+    out.mux(sound.encode(None))
