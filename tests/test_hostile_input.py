@@ -16,8 +16,9 @@ from pipeline.core.errors import GraphError, NodeError
 from pipeline.kit.testing import run_graph
 
 from .conftest import vidgraph
+from .helpers import Record
 
-#: nine levels of nine aliases: 9**9 (387 million) strings once expanded, in 449 bytes
+#: nine levels of nine aliases: 9**8 (43 million) strings once expanded, in about 500 bytes
 LAUGHS = "\n".join(
     ["a0: &a0 [lol]"]
     + [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
@@ -40,7 +41,7 @@ def load_within_limits(text: str) -> GraphError:
 
 
 def test_a_billion_laughs_is_one_line_not_gigabytes(tmp_path: Path) -> None:
-    assert len(LAUGHS) < 500
+    assert len(LAUGHS) < 600
     error = load_within_limits(LAUGHS)
     assert str(error).startswith("g.yaml:")
     assert "aliases expand to more than 100,000 values" in str(error)
@@ -78,7 +79,7 @@ def test_bytes_that_are_not_utf8_are_located(tmp_path: Path) -> None:
     graph.write_bytes("nodes:\n  src: {plugin: testsrc}  # caf\xe9\n".encode("latin-1"))
     result = vidgraph("validate", str(graph))
     assert result.returncode == 2
-    assert result.stderr == (f"{graph}:2:35: not UTF-8 text (byte 0xe9); save the file as "
+    assert result.stderr == (f"{graph}:2:32: not UTF-8 text (byte 0xe9); save the file as "
                              "UTF-8\n")
 
 
@@ -92,7 +93,7 @@ def test_a_huge_file_is_refused_before_it_is_read_whole(tmp_path: Path) -> None:
 
 def test_set_values_and_environment_values_have_the_same_limits() -> None:
     bomb = "[" * 100 + "]" * 100
-    with pytest.raises(GraphError, match=r"^--set:1:66: nested deeper than 64 levels$"):
+    with pytest.raises(GraphError, match=r"^--set:1:65: nested deeper than 64 levels$"):
         config.loads("nodes: {src: {plugin: testsrc}}", overrides=[f"src.width={bomb}"])
     with pytest.raises(GraphError, match=r"^g.yaml:1:\d+: nested deeper than 64 levels$"):
         config.loads("nodes: {src: {plugin: testsrc, width: '${W}'}}", "g.yaml",
@@ -114,9 +115,10 @@ def test_node_names_and_stream_names_that_break_things_are_refused(tmp_path: Pat
     lines = result.stderr.splitlines()
     assert lines[0] == (f"{graph}:2:3: node 'cam.1': a node name cannot contain '.' (inputs "
                         "are written NODE.PORT)")
-    assert lines[1].startswith(f"{graph}:6:5: node 'src': parameter 'streams.1' = ")
-    assert "stream name '..' must be letters, digits" in lines[1]
-    assert "stream name 'a/b'" in lines[2]
+    assert lines[1] == (f"{graph}:6:14: node 'src': parameter 'streams.1' = '..': stream name "
+                        "'..' must be letters, digits, '_', '-' or '.' (not '.' or '..': it "
+                        "becomes part of file names)")
+    assert lines[2].startswith(f"{graph}:6:14: node 'src': parameter 'streams.2' = 'a/b': ")
 
 
 def test_two_sinks_writing_one_file_are_refused(tmp_path: Path) -> None:
@@ -131,7 +133,7 @@ def test_two_sinks_writing_one_file_are_refused(tmp_path: Path) -> None:
     result = vidgraph("validate", str(graph))
     assert result.returncode == 2
     (line,) = result.stderr.splitlines()  # two writers to standard output are fine
-    assert line.startswith(f"{graph}:4:53: node 'b': path '") and "where node 'a' writes" in line
+    assert line.startswith(f"{graph}:4:45: node 'b': path '") and "where node 'a' writes" in line
 
 
 def test_stats_that_cannot_be_written_fail_before_the_run(tmp_path: Path) -> None:
@@ -140,7 +142,7 @@ def test_stats_that_cannot_be_written_fail_before_the_run(tmp_path: Path) -> Non
     result = vidgraph("run", "graphs/transcode.yaml", "--stats", str(blocker / "s.json"))
     assert result.returncode == 1
     assert result.stderr.strip() == (f"error: --stats: cannot write '{blocker / 's.json'}': "
-                                     "Not a directory")
+                                     f"'{blocker}' is a file, not a folder")
 
 
 def test_an_image_bomb_is_refused_before_decoding(tmp_path: Path) -> None:
@@ -158,3 +160,29 @@ def test_an_image_bomb_is_refused_before_decoding(tmp_path: Path) -> None:
     assert isinstance(result.error, NodeError)
     assert str(result.error) == (f"node 'src': '{folder / 'bomb.png'}' is 12000x12000 "
                                  "(144,000,000 pixels), over max_pixels (67,108,864)")
+
+
+def test_video_pictures_over_the_limit_are_refused_at_open(clip: Path) -> None:
+    with pytest.raises(NodeError) as caught:
+        run_graph({"nodes": {"src": {"plugin": "video_source", "url": str(clip),
+                                     "max_pixels": 50_000},
+                             "out": {"plugin": "null_sink", "input": "src"}}})
+    assert str(caught.value) == (f"node 'src': '{clip}' announces 320x240 pictures (76,800 "
+                                 "pixels), over max_pixels (50,000)")
+
+
+def test_skip_on_a_source_goes_past_a_corrupt_picture(tmp_path: Path) -> None:
+    import cv2
+
+    for name in ("a", "c"):
+        cv2.imwrite(str(tmp_path / f"{name}.png"), np.full((8, 8, 3), 200, np.uint8))
+    (tmp_path / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n not a picture")
+    graph = {"nodes": {"src": {"plugin": "image_source", "path": str(tmp_path)},
+                       "out": {"python": "tests.helpers:Record", "input": "src", "key": "pics"}}}
+    assert isinstance(run_graph(graph).error, NodeError)  # fail, by default
+    graph["nodes"]["src"]["on_error"] = "skip"
+    Record.seen.pop("pics", None)
+    result = run_graph(graph)
+    assert result.error is None
+    assert [f.meta["source"] for f in Record.seen["pics"]] == ["a.png", "c.png"]
+    assert result.metrics.nodes["src"].skipped == 1

@@ -12,17 +12,17 @@ import signal
 import sys
 import traceback
 from collections.abc import Sequence
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from ..core import config
-from ..core.errors import GraphError, NodeError, ParameterError, VidgraphError
+from ..core.errors import GraphError, MediaError, NodeError, ParameterError, VidgraphError
 from ..core.executor import Executor, RunStatus
 from ..core.graph import Graph, build_graph
 from ..core.metrics import Progress
 from ..core.registry import Registry
 from ..kit import training
+from ..kit.files import prepare_output
 from .describe import describe, json_schema, plugin_table, to_dot, to_mermaid
 from .memory import keep_freed_memory
 
@@ -146,7 +146,20 @@ def _sources_override(doc: config.Document, registry: Registry, value: str) -> s
     return f"{name}.{SOURCES_PARAMETER}={file}"
 
 
+def _check_writable(path: str, option: str) -> None:
+    """Fail now, not after the run, if ``path`` cannot be written."""
+    try:
+        with prepare_output(path).open("a"):
+            pass
+    except MediaError as exc:
+        raise ParameterError(f"{option}: {exc}") from None
+    except OSError as exc:
+        raise ParameterError(f"{option}: cannot write '{path}': {exc.strerror}") from None
+
+
 def _run(graph: Graph, args: argparse.Namespace) -> int:
+    if args.stats:
+        _check_writable(args.stats, "--stats")
     executor = Executor(graph)
     progress: Progress | None = None
 
@@ -183,7 +196,6 @@ def _run(graph: Graph, args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
     error = result.error
     if args.stats:
-        Path(args.stats).parent.mkdir(parents=True, exist_ok=True)
         result.metrics.write_json(args.stats, str(result.status), str(error) if error else None)
     if error is not None:
         if args.debug and error.__cause__ is not None:

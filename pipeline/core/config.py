@@ -3,6 +3,12 @@
 Positions let validation say ``graph.yaml:12:5: node 'style': ...``. ``--set node.key=value``
 overrides (value parsed as YAML) and ``${ENV}`` / ``${ENV:-default}`` substitutions are
 applied here, before validation, so they are checked like everything else.
+
+A graph file may come from anyone, so reading one costs little whatever it holds: before
+PyYAML builds anything, the text's size, its nesting depth and the number of values its
+aliases expand to are checked on the parser's event stream (no recursion, no expansion),
+and a file that is not UTF-8 is one located error. Every YAML text vidgraph reads (graph
+files, ``--set`` values, ``${ENV}`` values, sources files) goes through these checks.
 """
 
 from __future__ import annotations
@@ -19,6 +25,10 @@ import yaml
 from .errors import GraphError, ParameterError, Problem, suggest
 
 Path_ = tuple[str | int, ...]
+#: the most a YAML text may hold: bytes, levels of nesting, values once aliases are expanded
+MAX_BYTES = 1_000_000
+MAX_DEPTH = 64
+MAX_VALUES = 100_000
 _PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map",
                                                   "seq")}
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -66,26 +76,34 @@ def load(path: str | Path, overrides: list[str] | None = None,
     """
     name = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with Path(path).open("rb") as file:
+            raw = file.read(MAX_BYTES + 1)
     except OSError as exc:
         raise GraphError([Problem(name, 1, 1, f"cannot read graph: {exc.strerror}")]) from None
-    return loads(text, name, overrides, env)
+    return loads(decode(raw, name), name, overrides, env)
+
+
+def decode(raw: bytes, file: str) -> str:
+    """``raw`` as UTF-8 text; a size over :data:`MAX_BYTES` or a byte that is not UTF-8 is
+    a :class:`GraphError` located where it is."""
+    if len(raw) > MAX_BYTES:
+        raise GraphError([Problem(file, 1, 1, f"the file is over {MAX_BYTES:,} bytes; a "
+                                  "graph file is smaller (is it the right file?)")])
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = raw[:exc.start]
+        line = before.count(b"\n") + 1
+        col = exc.start - (before.rfind(b"\n") + 1) + 1
+        raise GraphError([Problem(file, line, col, f"not UTF-8 text (byte "
+                                  f"0x{raw[exc.start]:02x}); save the file as UTF-8")]) from None
 
 
 def loads(text: str, file: str = "<string>", overrides: list[str] | None = None,
           env: dict[str, str] | None = None) -> Document:
     """Like :func:`load`, from a string."""
     doc = Document(file, {})
-    try:
-        loader = yaml.SafeLoader(text)
-        try:
-            root = loader.get_single_node()
-        finally:
-            loader.dispose()
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise GraphError([Problem(file, line, col, f"invalid YAML: {exc.problem}")]) from None
+    root, loader = compose(text, file)
     if root is None:
         raise GraphError([Problem(file, 1, 1, "the graph file is empty")])
     problems: list[Problem] = []
@@ -101,6 +119,71 @@ def loads(text: str, file: str = "<string>", overrides: list[str] | None = None,
     return doc
 
 
+def compose(text: str, file: str, line: int = 1) -> tuple[yaml.Node | None, yaml.SafeLoader]:
+    """The YAML node tree of ``text`` (and the loader that made it), after the limits are
+    checked; raises :class:`GraphError` located at the problem (``line`` is where the text
+    starts in ``file``)."""
+    if len(text) > MAX_BYTES:
+        raise GraphError([Problem(file, line, 1, f"the text is over {MAX_BYTES:,} bytes")])
+    try:
+        _check_limits(text, file, line)
+        loader = yaml.SafeLoader(text)
+        try:
+            return loader.get_single_node(), loader
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        raise GraphError([Problem(file, *_position(exc.problem_mark or exc.context_mark, line),
+                                  f"invalid YAML: {exc.problem}")]) from None
+    except yaml.YAMLError as exc:  # reader errors (control characters) carry no mark
+        raise GraphError([Problem(file, line, 1, f"invalid YAML: {exc}")]) from None
+
+
+def _position(mark: Any, line: int) -> tuple[int, int]:
+    return (mark.line + line, mark.column + 1) if mark is not None else (line, 1)
+
+
+def _check_limits(text: str, file: str, line: int) -> None:
+    """Walk the parser's events: nesting depth, and how many values the document holds
+    with every alias expanded (a "billion laughs" of nested aliases is a few hundred
+    bytes and billions of values)."""
+    sizes: dict[str, int] = {}  # anchor -> values it stands for
+    open_: list[tuple[str | None, int]] = []  # open collections: anchor, values before it
+    values = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            if len(open_) >= MAX_DEPTH:
+                raise GraphError([Problem(file, *_position(event.start_mark, line),
+                                          f"nested deeper than {MAX_DEPTH} levels")])
+            open_.append((event.anchor, values))
+            values += 1
+        elif isinstance(event, yaml.CollectionEndEvent):
+            anchor, start = open_.pop()
+            if anchor:
+                sizes[anchor] = values - start
+        elif isinstance(event, yaml.ScalarEvent):
+            values += 1
+            if event.anchor:
+                sizes[event.anchor] = 1
+        elif isinstance(event, yaml.AliasEvent):
+            values += sizes.get(event.anchor, 1)
+        if values > MAX_VALUES:
+            raise GraphError([Problem(file, *_position(event.start_mark, line),
+                                      f"aliases expand to more than {MAX_VALUES:,} values")])
+
+
+def safe_data(text: str, file: str, line: int = 1) -> Any:
+    """Plain data from a YAML text (``--set`` values, ``${ENV}`` values, sources files),
+    under the same limits as a graph file."""
+    root, loader = compose(text, file, line)
+    if root is None:
+        return None
+    try:
+        return loader.construct_document(root)
+    except yaml.YAMLError as exc:
+        raise GraphError([Problem(file, line, 1, f"invalid YAML: {exc}")]) from None
+
+
 def _build(node: yaml.Node, path: Path_, doc: Document, loader: yaml.SafeLoader,
            problems: list[Problem], env: Any) -> Any:
     doc.values[path] = Position(doc.file, node.start_mark.line + 1, node.start_mark.column + 1)
@@ -110,6 +193,7 @@ def _build(node: yaml.Node, path: Path_, doc: Document, loader: yaml.SafeLoader,
                                 f"unsupported YAML tag '{node.tag}' (graphs hold plain data)"))
         return None
     if isinstance(node, yaml.MappingNode):
+        loader.flatten_mapping(node)  # merge keys: `<<: *defaults`
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
             # Keys are names: YAML 1.1 would read `on:` or `yes:` as booleans.
@@ -143,7 +227,13 @@ def _substitute(value: str, pos: Position, problems: list[Problem], env: Any) ->
 
     result = _expand(value, env, missing)
     # A value that is exactly one substitution takes the type YAML gives it ("8" -> 8).
-    return yaml.safe_load(result) if _ENV.fullmatch(value) and result else result
+    if not (_ENV.fullmatch(value) and result):
+        return result
+    try:
+        return safe_data(result, pos.file, pos.line)
+    except GraphError as exc:
+        problems.extend(exc.problems)
+        return None
 
 
 def _expand(text: str, env: Any, missing: Callable[[str], str]) -> str:
@@ -177,8 +267,11 @@ def _apply_override(doc: Document, text: str, n: int, problems: list[Problem]) -
                                 f"'{text}': expected NODE.KEY=VALUE (e.g. src.url=in.mp4)"))
         return
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+        value = safe_data(raw, pos.file, pos.line) if raw.strip() else ""
+    except GraphError as exc:
+        if not any("invalid YAML" in p.message for p in exc.problems):
+            problems.extend(exc.problems)  # over a limit: not a plain string either
+            return
         value = raw
     nodes = doc.data.get("nodes")
     if isinstance(nodes, dict) and parts[0] in nodes:

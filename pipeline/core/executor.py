@@ -134,7 +134,7 @@ class Executor:
             except VidgraphError as exc:
                 raise NodeError(name, exc) from None
             context = NodeContext(name, device, self.stop_requested, frozenset(spec.inputs),
-                                  self.metrics)
+                                  self.metrics, str(spec.settings.on_error))
             try:
                 instances = [spec.cls(spec.params, context) for _ in range(spec.settings.replicas)]
             except Exception as exc:

@@ -5,6 +5,7 @@ Every problem is collected and reported at once as ``FILE:LINE:COL: node 'x': ..
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -127,6 +128,7 @@ class _Builder:
         connections = self._connect(specs)
         order = self._topological_order(specs, connections)
         self._check_unused_outputs(specs)
+        self._check_destinations(specs)
         if self.problems:
             raise GraphError(self.problems)
         return Graph(
@@ -139,6 +141,10 @@ class _Builder:
 
     def _node_class(self, name: str, body: Any) -> type[Node] | None:
         path: Path_ = ("nodes", name)
+        if "." in name:
+            self.fail(path, f"node '{name}': a node name cannot contain '.' (inputs are "
+                      "written NODE.PORT)", key=True)
+            return None
         if not isinstance(body, dict):
             self.fail(path, f"node '{name}': expected a mapping with 'plugin:'")
             return None
@@ -221,7 +227,7 @@ class _Builder:
                     self.fail(path, f"node '{name}': missing required {what} '{key}'", key=True)
                 else:
                     shown = ".".join(str(p) for p in err["loc"])
-                    value = values.get(key)
+                    value = _value_at(values, err["loc"])
                     self.fail(kpath, f"node '{name}': {what} '{shown}' = {value!r}: "
                               f"{_pydantic_message(err)}")
             return None
@@ -334,11 +340,38 @@ class _Builder:
                               "(connect it to a sink, e.g. null_sink)", key=True)
 
 
+    def _check_destinations(self, specs: dict[str, NodeSpec]) -> None:
+        """Two nodes writing to one file (or URL) would lose one output: refuse it."""
+        writers: dict[str, str] = {}
+        for name, spec in specs.items():
+            for key in spec.cls.writes_to:
+                value = getattr(spec.params, key, None)
+                if not isinstance(value, str) or value in ("", "-"):
+                    continue
+                where = value if "://" in value else os.path.abspath(
+                    os.path.expanduser(value))
+                first = writers.setdefault(where, name)
+                if first != name:
+                    self.fail(("nodes", name, key), f"node '{name}': {key} '{value}' is "
+                              f"where node '{first}' writes too; one of the outputs would be "
+                              "lost")
+
+
 def _did_you_mean(hint: str | None) -> str:
     return f" (did you mean '{hint}'?)" if hint else ""
 
 
 def _pydantic_message(err: Any) -> str:
-    msg = str(err["msg"])
+    msg = str(err["msg"]).removeprefix("Value error, ")
     return msg[0].lower() + msg[1:] if msg else msg
 
+
+def _value_at(values: dict[str, Any], loc: tuple[Any, ...]) -> Any:
+    """The value a validation error's location points at (``streams.1``: that item)."""
+    value: Any = values
+    for part in loc:
+        try:
+            value = value[part]
+        except (KeyError, IndexError, TypeError):
+            break
+    return value

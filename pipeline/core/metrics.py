@@ -41,6 +41,12 @@ class NodeMetrics:
         with self._lock:
             self.counters[what] = self.counters.get(what, 0) + n
 
+    def skip(self) -> None:
+        """An input the node itself skipped (an error it went past)."""
+        with self._lock:
+            self.errors += 1
+            self.skipped += 1
+
     def snapshot(self) -> dict[str, Any]:
         """Plain numbers for JSON: counts, busy time, latency percentiles (ms), edges."""
         lat = sorted(self.latencies)

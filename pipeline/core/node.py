@@ -51,6 +51,7 @@ their pixels can be read at once (a GPU stage's work is waited for).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -63,6 +64,7 @@ from .edge import EOS as END
 from .frame import Frame
 from .streams import StreamEnded, StreamStarted
 
+log = logging.getLogger("vidgraph")
 __all__ = ["END", "Emit", "Node", "NodeContext", "Params", "Port", "PortKind", "Sink", "Source",
            "Stage", "StreamEnded"]
 
@@ -115,10 +117,19 @@ class NodeContext:
     stop_requested: Any = None  # a threading.Event; set on Ctrl+C
     connected: frozenset[str] = frozenset()  #: names of the input ports that are connected
     metrics: Any = None  #: the graph's :class:`~pipeline.core.metrics.Metrics` (read-only)
+    #: the node's ``on_error``: a source that meets a bad input (a corrupt picture in a
+    #: folder) goes on past it when this is ``skip``, and says so with :meth:`skipped`
+    on_error: str = "fail"
 
     def stopping(self) -> bool:
         """Whether the graph is shutting down (sources should return soon)."""
         return self.stop_requested is not None and self.stop_requested.is_set()
+
+    def skipped(self, reason: str) -> None:
+        """Log and count an input this node skipped (``on_error: skip``)."""
+        log.warning("node '%s': %s (skipped)", self.name, reason)
+        if self.metrics is not None:
+            self.metrics.nodes[self.name].skip()
 
     def count(self, what: str, n: int = 1) -> None:
         """Add ``n`` to this node's counter ``what`` (``--stats`` shows it), from any
@@ -144,6 +155,9 @@ class Node:
     stream_state: ClassVar[tuple[str, ...]] = ()
     #: False for nodes whose state spans streams: they cannot be split into replicas
     replicable: ClassVar[bool] = True
+    #: names of the parameters that say where the node writes (a file, a URL): validation
+    #: refuses two nodes writing to one place
+    writes_to: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: BaseParams, context: NodeContext) -> None:
         self.params = params

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import av
@@ -53,6 +54,7 @@ class EncoderSettings:
     format: str | None = None  # container format; None: from the extension
     format_options: dict[str, str] = field(default_factory=dict)
     audio: str = "auto"  # auto (copy, else AAC), copy, aac or none
+    odd_size: str = "pad"  # pad or crop a size the pixel format cannot take
 
 
 class EncodedOutput:
@@ -118,7 +120,7 @@ class EncodedOutput:
         self.rate = rate
         self.t0 = first.time or 0.0
         stream = self.out.add_stream(s.codec, rate=rate)
-        stream.width, stream.height = first.width, first.height
+        stream.width, stream.height = self._even_size(first.width, first.height)
         stream.pix_fmt = s.pix_fmt
         stream.time_base = tb
         stream.codec_context.time_base = tb
@@ -143,6 +145,37 @@ class EncodedOutput:
         if early:
             self._mux(self._audio_packets(early))
 
+    def _even_size(self, width: int, height: int) -> tuple[int, int]:
+        """The size to encode: chroma-subsampled pixel formats need even sides, so an odd
+        one is padded (or cropped, ``odd_size: crop``), and the log says so once."""
+        # a 3x3 picture's smallest plane tells the subsampling: 2 wide for 4:2:x, 3 for 4:4:4
+        planes = av.VideoFormat(self.settings.pix_fmt, 3, 3).components
+        x_step = 2 if min(c.width for c in planes) < 3 else 1
+        y_step = 2 if min(c.height for c in planes) < 3 else 1
+        grow = self.settings.odd_size == "pad"
+        even_w = width + (width % x_step and (1 if grow else -1))
+        even_h = height + (height % y_step and (1 if grow else -1))
+        if (even_w, even_h) != (width, height):
+            if min(even_w, even_h) < 1:
+                raise MediaError(f"cannot write '{redact(self.target)}': {width}x{height} "
+                                 f"pictures cannot be cropped to the even size "
+                                 f"{self.settings.pix_fmt} needs (odd_size: pad)")
+            log.info("node '%s': %dx%d is odd and %s needs even sides: %s to %dx%d",
+                     self.node, width, height, self.settings.pix_fmt,
+                     "padding" if grow else "cropping", even_w, even_h)
+        return even_w, even_h
+
+    def _fit(self, image: Any) -> Any:
+        """An RGB picture (numpy, H x W x 3) at the encoded size: its edge repeated, or cut."""
+        height, width = image.shape[:2]
+        want_w, want_h = self.video.width, self.video.height
+        if (width, height) == (want_w, want_h):
+            return image
+        image = image[:want_h, :want_w]
+        pad = ((0, max(0, want_h - image.shape[0])), (0, max(0, want_w - image.shape[1])),
+               (0, 0))
+        return np.pad(image, pad, mode="edge")
+
     def _encode(self, frame: Frame) -> None:
         vf = None
         native = frame.native
@@ -156,8 +189,8 @@ class EncodedOutput:
             if vf is not None:
                 vf.pict_type = av.video.frame.PictureType.NONE  # let the encoder place keyframes
         if vf is None:
-            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame.image.cpu().numpy()),
-                                            format="rgb24")
+            image = self._fit(frame.image.cpu().numpy())
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         if frame.time is not None:
             pts = round((frame.time - (self.t0 or 0.0)) / self.time_base)
         else:
@@ -166,7 +199,15 @@ class EncodedOutput:
         self.last_pts = pts
         vf.pts = pts
         vf.time_base = self.time_base
-        packets = self.video.encode(vf)
+        try:
+            packets = self.video.encode(vf)
+        except av.FFmpegError as exc:
+            if self.frames:
+                raise
+            # the encoder opens with the first frame: say why it would not, in one line
+            raise MediaError(f"cannot write '{redact(self.target)}': {self.settings.codec} "
+                             f"cannot encode {self.video.width}x{self.video.height} "
+                             f"{self.settings.pix_fmt} ({exc.strerror or exc})") from None
         if self.audio_pending:
             self.held += 1
             if self.held > AUDIO_WAIT_FRAMES:
@@ -276,7 +317,17 @@ class EncodedOutput:
                 log.warning("node '%s': no frames arrived; '%s' holds no video", self.node,
                             redact(self.target))
         finally:
-            self.out.close()
+            self._close_container()
+
+    def _close_container(self) -> None:
+        """Close the container; a file that never got its header is removed, not left
+        behind as a broken one."""
+        started = self.frames > 0 or (self.video is not None and self.pending == [])
+        self.out.close()
+        if not started and "://" not in self.target:
+            with contextlib.suppress(OSError):
+                if Path(self.target).stat().st_size == 0:
+                    Path(self.target).unlink()
 
     def abandon(self) -> None:
         """Close after the other end went away, ignoring further errors."""

@@ -35,6 +35,7 @@ class ImageSink(Sink):
     summary = "write frames as image files named from a template"
     Params = ImageSinkParams
     params: ImageSinkParams
+    writes_to = ("path",)
 
     def open(self) -> None:
         try:

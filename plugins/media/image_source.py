@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import glob
 import time
+import warnings
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
 import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
 from pydantic import Field
 
 from pipeline.core.errors import MediaError
@@ -16,6 +19,8 @@ from pipeline.core.frame import Frame
 from pipeline.core.node import Params, Source
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+#: the most pixels a picture may have unless max_pixels says otherwise: testsrc's largest
+MAX_PIXELS = 8192 * 8192
 
 
 class ImageSourceParams(Params):
@@ -24,11 +29,16 @@ class ImageSourceParams(Params):
     path: str = Field(description="a folder (every image in it) or a glob such as photos/*.jpg")
     fps: float = Field(1.0, gt=0, description="rate that sets the frames' pts")
     loop: bool = Field(False, description="start again after the last image")
+    max_pixels: int = Field(MAX_PIXELS, ge=1, description="refuse pictures with more pixels "
+                            "than this (read from the file's header, before decoding)")
 
 
 class ImageSource(Source):
     """Reads images (PNG, JPEG, BMP, TIFF, WebP) sorted by name; ``meta['source']`` holds
-    each file name, so ``image_sink`` can write ``out/{stem}.png`` beside it.
+    each file name, so ``image_sink`` can write ``out/{stem}.png`` beside it. A picture's
+    size is read from its header before it is decoded: one over ``max_pixels`` (a
+    decompression bomb) is refused. With ``on_error: skip`` an unreadable or refused
+    picture is skipped and counted instead of stopping the run.
 
     ```yaml
     nodes:
@@ -61,10 +71,13 @@ class ImageSource(Source):
         index = 0
         while True:
             for file in self.files:
-                bgr = cv2.imread(str(file), cv2.IMREAD_COLOR)
-                if bgr is None:
-                    raise MediaError(f"cannot read image '{file}'")
-                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                try:
+                    rgb = self._read(file)
+                except MediaError as exc:
+                    if self.context.on_error != "skip":
+                        raise
+                    self.context.skipped(str(exc))
+                    continue
                 yield Frame.from_image(rgb, pts=index, time_base=time_base,
                                        stream=self.context.name, index=index,
                                        captured=time.monotonic(),
@@ -74,3 +87,22 @@ class ImageSource(Source):
                     return
             if not self.params.loop:
                 return
+
+    def _read(self, file: Path) -> np.ndarray:
+        """The picture as RGB, after its header said it is not too big."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(file) as header:  # reads the header only
+                    width, height = header.size
+        except Image.DecompressionBombError:
+            width = height = 2**31  # Pillow's own limit; ours is lower
+        except (UnidentifiedImageError, OSError) as exc:
+            raise MediaError(f"cannot read image '{file}': {exc}") from None
+        if width * height > self.params.max_pixels:
+            raise MediaError(f"'{file}' is {width}x{height} ({width * height:,} pixels), over "
+                             f"max_pixels ({self.params.max_pixels:,})")
+        bgr = cv2.imread(str(file), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise MediaError(f"cannot read image '{file}'")
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

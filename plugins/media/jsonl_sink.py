@@ -45,6 +45,7 @@ class JsonlSink(Sink):
     )
     Params = JsonlSinkParams
     params: JsonlSinkParams
+    writes_to = ("path",)
 
     def open(self) -> None:
         if not self.context.connected:

@@ -68,6 +68,7 @@ class ReadOptions:
     backoff_max: float = 10.0
     max_retries: int | None = None
     strict: bool = False  # a damaged or truncated file fails the run instead of a warning
+    max_pixels: int = 8192 * 8192  # larger pictures are refused before decoding
 
 
 def open_container(url: str, opts: ReadOptions) -> Any:
@@ -103,6 +104,12 @@ def open_container(url: str, opts: ReadOptions) -> Any:
     if not container.streams.video:
         container.close()
         raise MediaError(f"'{redact(url)}' has no video stream")
+    video = container.streams.video[0]
+    if video.width * video.height > opts.max_pixels:
+        container.close()
+        raise MediaError(f"'{redact(url)}' announces {video.width}x{video.height} pictures "
+                         f"({video.width * video.height:,} pixels), over max_pixels "
+                         f"({opts.max_pixels:,})")
     return container
 
 
@@ -127,7 +134,7 @@ def _expected(container: Any, opts: ReadOptions) -> tuple[int | None, bool]:
         count = max(0, count - int(opts.start * float(rate)))
         exact = False
     if opts.max_frames and (not count or opts.max_frames <= count):
-        return opts.max_frames, bool(count) and exact or opts.max_frames < count
+        return opts.max_frames, (bool(count) and exact) or opts.max_frames < count
     return count or None, exact
 
 

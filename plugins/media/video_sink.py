@@ -17,6 +17,7 @@ from pipeline.core.frame import Frame
 from pipeline.core.node import Emit, Params, Port, PortKind, Sink
 from pipeline.core.packets import AudioCodec, AudioPacket
 from pipeline.core.streams import StreamEnded, StreamStarted
+from pipeline.kit.files import prepare_output
 
 from .encoded_output import EncodedOutput, EncoderSettings
 from .live import Backoff, redact
@@ -46,6 +47,9 @@ class VideoSinkParams(Params):
     reconnect_delay: float = Field(0.5, gt=0, description="RTSP: first wait before publishing "
                                    "again after the server went away (s)")
     reconnect_max_delay: float = Field(10.0, gt=0, description="RTSP: the wait doubles up to this")
+    odd_size: Literal["pad", "crop"] = Field("pad", description="pictures of an odd width or "
+                                             "height (yuv420p needs even ones): add a "
+                                             "repeated edge, or cut one off")
     audio_codec: Literal["auto", "copy", "aac", "none"] = Field(
         "auto", description="auto: copy the sound where the container takes its codec, else "
         "encode it to AAC; copy: copy or fail; aac: always encode; none: no sound")
@@ -121,6 +125,7 @@ class VideoSink(Sink):
     Params = VideoSinkParams
     params: VideoSinkParams
     stream_state = ("streams",)
+    writes_to = ("path",)
 
     def open(self) -> None:
         p = self.params
@@ -169,7 +174,7 @@ class VideoSink(Sink):
             preset=p.preset or ("veryfast" if self.publish else None),
             bitrate=_parse_bitrate(p.bitrate) if p.bitrate else None, gop=p.gop, fps=p.fps,
             keyframe_s=keyframe_s, options=options, format=fmt, format_options=format_options,
-            audio=p.audio_codec)
+            audio=p.audio_codec, odd_size=p.odd_size)
 
     def _key(self, stream: str) -> str:
         """Where a stream's state is kept: by name with ``{stream}``, else all in one."""
@@ -209,11 +214,7 @@ class VideoSink(Sink):
         if now < target.retry_at:
             return None
         if not self.publish:
-            try:
-                Path(target.where).parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise MediaError(f"cannot write '{target.where}': cannot create its folder "
-                                 f"({exc.strerror})") from None
+            prepare_output(target.where)
         try:
             output = EncodedOutput(self.context.name, target.where, self.settings,
                                    not self.audio_done, self.context.count, state.codec)

@@ -57,6 +57,8 @@ class VideoSourceParams(Params):
     max_frames: int | None = Field(None, ge=1, description="stop after this many frames")
     strict: bool = Field(False, description="a damaged or truncated file fails the run "
                          "(default: decode what can be, warn and count what was lost)")
+    max_pixels: int = Field(8192 * 8192, ge=1, description="refuse video whose decoder "
+                            "announces pictures with more pixels than this")
 
     @model_validator(mode="after")
     def _one_input(self) -> VideoSourceParams:
@@ -155,7 +157,7 @@ class VideoSource(Source):
             read_timeout=p.read_timeout, format=p.format, options=dict(p.options),
             low_latency=p.low_latency, loop=p.loop, start=p.start, max_frames=p.max_frames,
             backoff_initial=p.reconnect_delay, backoff_max=p.reconnect_max_delay,
-            max_retries=p.max_retries, strict=p.strict)
+            max_retries=p.max_retries, strict=p.strict, max_pixels=p.max_pixels)
 
     def open(self) -> None:
         # Files are opened (and checked) now, so a bad path stops the graph before it starts;
