@@ -17,7 +17,6 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 import av
@@ -91,11 +90,19 @@ class EncodedOutput:
         self.bad_audio = 0
         self.frames = 0
         self.held = 0  # video packets held while waiting for audio
+        self.failed = False  # writing raised: close() finalises what was written, no more
 
     # -- video -------------------------------------------------------------------------------
 
     def write(self, frame: Frame) -> None:
         """Encode one frame (the first is held until the second tells the frame rate)."""
+        try:
+            self._write(frame)
+        except Exception:
+            self.failed = True
+            raise
+
+    def _write(self, frame: Frame) -> None:
         if self.video is None:
             if self.first is None and self.settings.fps is None:
                 self.first = frame
@@ -219,6 +226,13 @@ class EncodedOutput:
 
     def add_audio(self, item: AudioPacket) -> None:
         """Write one audio packet (its stream is created from the first one's codec)."""
+        try:
+            self._add_packet(item)
+        except Exception:
+            self.failed = True
+            raise
+
+    def _add_packet(self, item: AudioPacket) -> None:
         if self.settings.audio == "none":
             return
         if self.audio is None:
@@ -237,8 +251,8 @@ class EncodedOutput:
         mode: AudioMode = "aac" if self.settings.audio == "aac" else "copy"
         if mode == "copy" and not self._takes(fmt, codec):
             if self.settings.audio == "copy":
-                raise MediaError(f"'{redact(self.target)}': a {fmt} file cannot hold "
-                                 f"{codec.name} audio as is (audio_codec: auto or aac "
+                raise MediaError(f"cannot write '{redact(self.target)}': a {fmt} file cannot "
+                                 f"hold {codec.name} audio as is (audio_codec: auto or aac "
                                  "encodes it to AAC)")
             mode = "aac"
             log.info("node '%s': %s audio cannot go into %s as is: encoding it to AAC",
@@ -304,30 +318,22 @@ class EncodedOutput:
         return item.shifted(-shift)
 
     def close(self) -> None:
-        """Flush the encoders and finalize the container (trailer, playlist)."""
+        """Flush the encoders and finalize the container (trailer, playlist). An output
+        whose encoder never took a frame (it failed to open) has nothing to flush, and no
+        file: FFmpeg opens the file with the header, at the first packet."""
         try:
-            if self.first is not None:
+            if self.first is not None and not self.failed:
                 self._start_video(self.first, self.first)
                 self._encode(self.first)
             self.audio_pending = False
-            if self.video is not None:
+            if self.frames:
                 tail = list(self.audio.flush()) if self.audio is not None else []
                 self._mux(self.video.encode(None) + tail)
-            else:
+            elif self.video is None:
                 log.warning("node '%s': no frames arrived; '%s' holds no video", self.node,
                             redact(self.target))
         finally:
-            self._close_container()
-
-    def _close_container(self) -> None:
-        """Close the container; a file that never got its header is removed, not left
-        behind as a broken one."""
-        started = self.frames > 0 or (self.video is not None and self.pending == [])
-        self.out.close()
-        if not started and "://" not in self.target:
-            with contextlib.suppress(OSError):
-                if Path(self.target).stat().st_size == 0:
-                    Path(self.target).unlink()
+            self.out.close()
 
     def abandon(self) -> None:
         """Close after the other end went away, ignoring further errors."""

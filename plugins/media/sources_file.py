@@ -17,11 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from pipeline.core.config import expand_env
-from pipeline.core.errors import ParameterError
+from pipeline.core.config import decode, expand_env, safe_data
+from pipeline.core.errors import GraphError, ParameterError
 
 log = logging.getLogger("vidgraph")
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -74,13 +73,13 @@ def parse_entries(data: Any, where: str) -> list[SourceEntry]:
 def load_sources(path: str | Path) -> list[SourceEntry]:
     """Read a sources file (``${ENV}`` expanded); raises ParameterError naming the file."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        raw = Path(path).read_bytes()
     except OSError as exc:
         raise ParameterError(f"{path}: cannot read sources file ({exc.strerror})") from None
-    try:
-        data = yaml.safe_load(expand_env(text))
-    except yaml.YAMLError as exc:
-        raise ParameterError(f"{path}: not valid YAML ({exc})") from None
+    try:  # the limits every YAML text vidgraph reads has
+        data = safe_data(expand_env(decode(raw, str(path))), str(path))
+    except GraphError as exc:
+        raise ParameterError(str(exc.problems[0])) from None
     return parse_entries([] if data is None else data, str(path))
 
 

@@ -124,7 +124,9 @@ def _expected(container: Any, opts: ReadOptions) -> tuple[int | None, bool]:
     if opts.loop:
         return opts.max_frames, opts.max_frames is not None
     video = container.streams.video[0]
-    count, exact = video.frames, bool(video.frames)
+    # MP4's sample table counts the frames; other headers (AVI's) may count a few more
+    exact = bool(video.frames) and "mp4" in container.format.name
+    count = video.frames
     rate = video.average_rate or video.guessed_rate
     if not count and rate:  # the stream's duration, else the container's (Matroska)
         seconds = (float(video.duration * video.time_base) if video.duration
