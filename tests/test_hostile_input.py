@@ -186,3 +186,26 @@ def test_skip_on_a_source_goes_past_a_corrupt_picture(tmp_path: Path) -> None:
     assert result.error is None
     assert [f.meta["source"] for f in Record.seen["pics"]] == ["a.png", "c.png"]
     assert result.metrics.nodes["src"].skipped == 1
+
+
+@pytest.mark.parametrize(("plugin", "name"), [("video_sink", "out.mp4"),
+                                              ("jsonl_sink", "out.jsonl"),
+                                              ("image_sink", "{index}.png")])
+def test_a_sink_that_cannot_write_names_the_path(tmp_path: Path, plugin: str, name: str) -> None:
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    path = blocker / name
+    result = run_graph({"nodes": {
+        "src": {"plugin": "testsrc", "width": 32, "height": 32, "duration": 0.1},
+        "out": {"plugin": plugin, "input": "src", "path": str(path)}}}) \
+        if plugin == "image_sink" else None
+    if result is not None:
+        error = str(result.error)
+        shown = str(blocker / "0.png")
+    else:
+        with pytest.raises(NodeError) as caught:
+            run_graph({"nodes": {
+                "src": {"plugin": "testsrc", "width": 32, "height": 32, "duration": 0.1},
+                "out": {"plugin": plugin, "input": "src", "path": str(path)}}})
+        error, shown = str(caught.value), str(path)
+    assert error.endswith(f"cannot write '{shown}': '{blocker}' is a file, not a folder")

@@ -21,7 +21,7 @@ from pipeline.core.graph import build_graph
 from pipeline.core.registry import Registry
 from pipeline.kit.testing import run_graph
 from plugins.media.clips import make_clip
-from plugins.media.live import Backoff, is_live_url, redact
+from plugins.media.live import Backoff, is_live_url, redact, shown
 from plugins.media.sources_file import SourcesWatcher, load_sources
 from plugins.media.stream_reader import LIVE_TIME_BASE, LiveTimeline
 
@@ -32,6 +32,28 @@ def test_redact_hides_user_and_password_of_every_url() -> None:
     text = "cannot open 'rtsp://admin:s3cr@t@10.0.0.5:554/live' or http://u@h/x.mjpg"
     assert redact(text) == "cannot open 'rtsp://***@10.0.0.5:554/live' or http://***@h/x.mjpg"
     assert redact("rtsp://10.0.0.5/live and /dev/video0") == "rtsp://10.0.0.5/live and /dev/video0"
+
+
+@pytest.mark.parametrize("password", ["pa ss", "pa/ss", "pw%20d/x yz", "s3cr@t"])
+def test_passwords_with_spaces_and_slashes_never_reach_logs_errors_or_events(
+        tmp_path: Path, password: str) -> None:
+    url = f"rtsp://admin:{password}@127.0.0.1:9/live"
+    assert shown(url) == "rtsp://***@127.0.0.1:9/live"
+    assert redact(f"cannot open '{url}': refused", url) == (
+        "cannot open 'rtsp://***@127.0.0.1:9/live': refused")
+    events = tmp_path / "events.jsonl"
+    graph = tmp_path / "g.yaml"
+    graph.write_text(yaml.safe_dump({"nodes": {
+        "cam": {"plugin": "video_source", "url": url, "max_retries": 1,
+                "reconnect_delay": 0.05},
+        "out": {"plugin": "null_sink", "input": "cam"},
+        "log": {"plugin": "jsonl_sink", "events": "cam.events", "path": str(events)}}}))
+    result = vidgraph("run", str(graph), "-q", "--debug")
+    assert result.returncode == 1
+    said = result.stderr + events.read_text()
+    assert "connect_failed" in said and "gave up" in said
+    for secret in {password, *(p for p in password.replace("/", " ").split() if len(p) > 2)}:
+        assert secret not in said, secret
 
 
 def test_live_urls() -> None:

@@ -27,7 +27,7 @@ from pipeline.core.frame import Frame
 from pipeline.core.packets import AudioCodec, AudioPacket
 
 from .audio import AudioMode, AudioWriter, accepts
-from .live import redact
+from .live import shown
 from .picture import DecodedPicture
 
 log = logging.getLogger("vidgraph")
@@ -76,7 +76,7 @@ class EncodedOutput:
                                options=dict(settings.format_options))
         except (av.FFmpegError, OSError) as exc:
             reason = getattr(exc, "strerror", None) or type(exc).__name__
-            raise MediaError(f"cannot write '{redact(target)}': {reason}") from None
+            raise MediaError(f"cannot write '{shown(target)}': {reason}") from None
         self.video: Any = None
         self.audio: AudioWriter | None = None
         self.audio_codec = audio_codec
@@ -164,7 +164,7 @@ class EncodedOutput:
         even_h = height + (height % y_step and (1 if grow else -1))
         if (even_w, even_h) != (width, height):
             if min(even_w, even_h) < 1:
-                raise MediaError(f"cannot write '{redact(self.target)}': {width}x{height} "
+                raise MediaError(f"cannot write '{shown(self.target)}': {width}x{height} "
                                  f"pictures cannot be cropped to the even size "
                                  f"{self.settings.pix_fmt} needs (odd_size: pad)")
             log.info("node '%s': %dx%d is odd and %s needs even sides: %s to %dx%d",
@@ -212,7 +212,7 @@ class EncodedOutput:
             if self.frames:
                 raise
             # the encoder opens with the first frame: say why it would not, in one line
-            raise MediaError(f"cannot write '{redact(self.target)}': {self.settings.codec} "
+            raise MediaError(f"cannot write '{shown(self.target)}': {self.settings.codec} "
                              f"cannot encode {self.video.width}x{self.video.height} "
                              f"{self.settings.pix_fmt} ({exc.strerror or exc})") from None
         if self.audio_pending:
@@ -251,7 +251,7 @@ class EncodedOutput:
         mode: AudioMode = "aac" if self.settings.audio == "aac" else "copy"
         if mode == "copy" and not self._takes(fmt, codec):
             if self.settings.audio == "copy":
-                raise MediaError(f"cannot write '{redact(self.target)}': a {fmt} file cannot "
+                raise MediaError(f"cannot write '{shown(self.target)}': a {fmt} file cannot "
                                  f"hold {codec.name} audio as is (audio_codec: auto or aac "
                                  "encodes it to AAC)")
             mode = "aac"
@@ -306,7 +306,7 @@ class EncodedOutput:
             self.count("damaged_audio_packets", 1)
             if self.bad_audio == 1:
                 log.warning("node '%s': dropping damaged audio packets in '%s' (%s)",
-                            self.node, redact(self.target), exc.strerror or exc)
+                            self.node, shown(self.target), exc.strerror or exc)
 
     def _shift_audio(self, item: AudioPacket) -> AudioPacket | None:
         """``item`` moved onto the output's timeline; None if it ends before it starts."""
@@ -331,7 +331,7 @@ class EncodedOutput:
                 self._mux(self.video.encode(None) + tail)
             elif self.video is None:
                 log.warning("node '%s': no frames arrived; '%s' holds no video", self.node,
-                            redact(self.target))
+                            shown(self.target))
         finally:
             self.out.close()
 

@@ -11,6 +11,7 @@ from pydantic import Field
 from pipeline.core.errors import MediaError, ParameterError
 from pipeline.core.frame import Frame
 from pipeline.core.node import Params, Sink
+from pipeline.kit.files import prepare_output
 
 
 class ImageSinkParams(Params):
@@ -55,8 +56,7 @@ class ImageSink(Sink):
                                             stream=frame.stream, index=frame.index))
 
     def write(self, frame: Frame) -> None:
-        path = self._name_for(frame)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = prepare_output(self._name_for(frame))
         bgr = cv2.cvtColor(frame.image.cpu().numpy(), cv2.COLOR_RGB2BGR)
         if not cv2.imwrite(str(path), bgr, self.flags):
             raise MediaError(f"cannot write image '{path}'")

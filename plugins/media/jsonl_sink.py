@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import torch
 from pydantic import Field
 
-from pipeline.core.errors import ParameterError
+from pipeline.core.errors import MediaError, ParameterError
 from pipeline.core.frame import Frame
 from pipeline.core.node import Params, Port, PortKind, Sink
+from pipeline.kit.files import prepare_output
 
 
 class JsonlSinkParams(Params):
@@ -54,9 +54,11 @@ class JsonlSink(Sink):
             self.file = sys.stdout
             self.owned = False
         else:
-            path = Path(self.params.path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.file = path.open("w", encoding="utf-8", buffering=1)
+            path = prepare_output(self.params.path)
+            try:
+                self.file = path.open("w", encoding="utf-8", buffering=1)
+            except OSError as exc:
+                raise MediaError(f"cannot write '{path}': {exc.strerror}") from None
             self.owned = True
 
     def write(self, frame: Frame) -> None:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 #: URL schemes FFmpeg reads over the network; ``live: auto`` treats these as live.
 NETWORK_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://",
                    "srt://")
-_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s]+@")  # to the last @
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^\s'\"]*@")
 
 
 def is_network_url(url: str) -> bool:
@@ -32,9 +33,34 @@ def is_live_url(url: str) -> bool:
     return is_network_url(url) or is_capture_device(url)
 
 
-def redact(text: str) -> str:
-    """``text`` with the user and password of every URL in it replaced by ``***``."""
+def userinfo(url: str) -> str | None:
+    """What ``url`` holds before its host (user and password), or None.
+
+    A password may hold a space or a raw ``/`` (cameras take them): the standard
+    library's ``urlsplit`` ends the authority at the first ``/``, so this takes everything
+    between ``://`` and the URL's last ``@`` instead.
+    """
+    _, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return None
+    return rest.rpartition("@")[0] or None
+
+
+def redact(text: str, *urls: str) -> str:
+    """``text`` with the user information of ``urls`` (as written, and percent-decoded)
+    and of any other URL in it replaced by ``***``, so no password reaches a log line, an
+    event or an error."""
+    for url in urls:
+        info = userinfo(url)
+        if info:
+            for secret in sorted({info, unquote(info)}, key=len, reverse=True):
+                text = text.replace(secret, "***")
     return _CREDENTIALS.sub(r"\g<scheme>***@", text)
+
+
+def shown(url: str) -> str:
+    """``url`` as it may be shown: without its user information."""
+    return redact(url, url)
 
 
 @dataclass

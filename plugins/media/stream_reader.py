@@ -34,7 +34,7 @@ from pipeline.core.frame import Frame
 from pipeline.core.packets import AudioCodec
 
 from .audio import audio_codec, audio_packet
-from .live import Backoff, is_capture_device, is_network_url, redact
+from .live import Backoff, is_capture_device, is_network_url, redact, shown
 from .picture import DecodedPicture
 
 log = logging.getLogger("vidgraph")
@@ -99,15 +99,15 @@ def open_container(url: str, opts: ReadOptions) -> Any:
     try:
         container = av.open(url, "r", format=fmt, options=options, **kwargs)
     except (av.FFmpegError, OSError) as exc:
-        reason = _reason(exc, opts.open_timeout)
-        raise MediaError(f"cannot open '{redact(url)}': {reason}") from None
+        reason = _reason(exc, opts.open_timeout, url)
+        raise MediaError(f"cannot open '{shown(url)}': {reason}") from None
     if not container.streams.video:
         container.close()
-        raise MediaError(f"'{redact(url)}' has no video stream")
+        raise MediaError(f"'{shown(url)}' has no video stream")
     video = container.streams.video[0]
     if video.width * video.height > opts.max_pixels:
         container.close()
-        raise MediaError(f"'{redact(url)}' announces {video.width}x{video.height} pictures "
+        raise MediaError(f"'{shown(url)}' announces {video.width}x{video.height} pictures "
                          f"({video.width * video.height:,} pixels), over max_pixels "
                          f"({opts.max_pixels:,})")
     return container
@@ -140,11 +140,11 @@ def _expected(container: Any, opts: ReadOptions) -> tuple[int | None, bool]:
     return count or None, exact
 
 
-def _reason(exc: BaseException, timeout_s: float) -> str:
+def _reason(exc: BaseException, timeout_s: float, url: str) -> str:
     """Why FFmpeg failed, in words (its interrupt on a timeout says "Immediate exit")."""
     if isinstance(exc, av.ExitError | av.error.TimeoutError):
         return f"no answer in {timeout_s:g} s"
-    return redact(getattr(exc, "strerror", None) or type(exc).__name__)
+    return redact(getattr(exc, "strerror", None) or type(exc).__name__, url)
 
 
 class LiveTimeline:
@@ -203,7 +203,7 @@ class StreamReader:
         self.node = node
         self.stream = stream
         self.url = url
-        self.shown_url = redact(url)
+        self.shown_url = shown(url)
         self.opts = opts
         self.out = out
         self.stop = stop  # the graph is stopping
@@ -399,7 +399,7 @@ class StreamReader:
                         closing_at, deadline = self.timeline.next_s, self.beat + 1.0
                         break
         except (av.FFmpegError, OSError) as exc:
-            return _reason(exc, self.opts.read_timeout)
+            return _reason(exc, self.opts.read_timeout, self.url)
         return "end of stream"
 
     def _live_audio(self, audio: Any, packet: Any, gen: int,
@@ -570,17 +570,17 @@ class StreamReader:
             # Never connected yet: say so once, clearly; later failures are debug noise.
             self.down_since = time.monotonic()
             log.warning("node '%s': stream '%s': %s; retrying every %.1f s to %.1f s%s",
-                        self.node, self.stream, redact(reason), self.opts.backoff_initial,
+                        self.node, self.stream, redact(reason, self.url), self.opts.backoff_initial,
                         self.opts.backoff_max,
                         "" if self.opts.max_retries is None
                         else f", {self.opts.max_retries} times at most")
-            self._event("connect_failed", reason=redact(reason))
+            self._event("connect_failed", reason=redact(reason, self.url))
         else:
             log.debug("node '%s': stream '%s': attempt %d: %s (next in %.1f s)", self.node,
-                      self.stream, self.attempts, redact(reason), backoff.next_delay())
+                      self.stream, self.attempts, redact(reason, self.url), backoff.next_delay())
 
     def _gave_up(self, backoff: Backoff, reason: str) -> None:
-        self._event("gave_up", attempts=backoff.attempts, reason=redact(reason))
+        self._event("gave_up", attempts=backoff.attempts, reason=redact(reason, self.url))
         tries = "no retry" if backoff.attempts == 1 else f"{backoff.attempts} attempts"
         self.out.put(("failed", self, MediaError(
-            f"stream '{self.stream}': gave up after {tries}: {redact(reason)}")))
+            f"stream '{self.stream}': gave up after {tries}: {redact(reason, self.url)}")))

@@ -20,7 +20,7 @@ from pipeline.core.streams import StreamEnded, StreamStarted
 from pipeline.kit.files import prepare_output
 
 from .encoded_output import EncodedOutput, EncoderSettings
-from .live import Backoff, redact
+from .live import Backoff, redact, shown
 
 log = logging.getLogger("vidgraph")
 _FRAGMENTED = "frag_keyframe+empty_moov+default_base_moof"
@@ -226,7 +226,7 @@ class VideoSink(Sink):
         target.output = output
         if target.backoff.attempts:
             log.info("node '%s': publishing to %s again (%d frames dropped meanwhile)",
-                     self.context.name, redact(target.where), target.dropped)
+                     self.context.name, shown(target.where), target.dropped)
         target.backoff.reset()
         held, target.held = target.held, []
         for item in held:
@@ -236,7 +236,7 @@ class VideoSink(Sink):
     def _retry_later(self, target: _Target, now: float, reason: str) -> None:
         if not target.backoff.attempts:
             log.warning("node '%s': %s; publishing again with backoff", self.context.name,
-                        redact(reason))
+                        redact(reason, target.where))
         target.backoff.attempts += 1
         target.retry_at = now + target.backoff.next_delay()
 
@@ -247,7 +247,7 @@ class VideoSink(Sink):
         target.output = None
         reason = getattr(exc, "strerror", None) or type(exc).__name__
         self._retry_later(target, time.monotonic(),
-                          f"lost the connection to {redact(target.where)} ({reason})")
+                          f"lost the connection to {shown(target.where)} ({reason})")
 
     def stream_started(self, stream: str) -> None:
         """A new session of ``stream``: a new output, and the sound that came ahead."""
