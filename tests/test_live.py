@@ -21,6 +21,7 @@ from pipeline.core import config
 from pipeline.core.executor import Executor, RunResult
 from pipeline.core.graph import build_graph
 from pipeline.core.registry import Registry
+from pipeline.kit.testing import run_graph
 
 from .conftest import ROOT, RUN, ffprobe, stream
 from .helpers import Record
@@ -164,9 +165,8 @@ def test_frozen_camera_times_out_and_reconnects_after_sigcont(cameras, tmp_path:
     proc, ev = record_camera(camera, tmp_path, read_timeout=1)
     time.sleep(1)
     camera.freeze()
-    frozen = time.monotonic()
+    frozen = time.time()
     wait_for(lambda: "disconnected" in event_names(ev), 10, "the read timeout")
-    noticed_s = time.monotonic() - frozen
     time.sleep(1)
     camera.thaw()
     wait_for(lambda: "reconnected" in event_names(ev), 20, "the reconnect")
@@ -176,9 +176,9 @@ def test_frozen_camera_times_out_and_reconnects_after_sigcont(cameras, tmp_path:
     assert len(frame_times(tmp_path / "f.jsonl")) > count + 15, "frames flow again"
     code, err = interrupt(proc)
     assert code == 130, err
-    assert noticed_s < 4  # read_timeout 1 s (+ the watchdog's grace)
     down = next(e for e in events(ev) if e["event"] == "disconnected")
     assert down["reason"] == "no answer in 1 s"  # FFmpeg's own read timeout
+    assert down["time"] - frozen < 1.5  # within read_timeout + 0.5 s
 
 
 def test_watchdog_replaces_a_read_stuck_inside_ffmpeg(cameras, monkeypatch):
@@ -200,17 +200,17 @@ def test_watchdog_replaces_a_read_stuck_inside_ffmpeg(cameras, monkeypatch):
         "log": {"python": "tests.helpers:EventLog", "events": "cam.events", "key": key + "_e"}}})
     wait_for(lambda: Record.seen.get(key), 15, "frames")
     camera.freeze()
-    frozen = time.monotonic()
+    frozen = time.time()
     wait_for(lambda: len(Record.seen.get(key + "_e", [])) >= 2, 10, "the watchdog")
-    noticed_s = time.monotonic() - frozen
     camera.thaw()
     count = len(Record.seen[key])
     wait_for(lambda: len(Record.seen[key]) > count + 10, 15, "frames after the thaw")
     running.stop()
     names = [e["event"] for e in Record.seen[key + "_e"]]
     assert names[:3] == ["connected", "disconnected", "reconnected"]
-    assert Record.seen[key + "_e"][1]["reason"].startswith("no data for")
-    assert 1.5 < noticed_s < 4  # read_timeout 1 s plus the watchdog's 1 s grace
+    down = Record.seen[key + "_e"][1]
+    assert down["reason"].startswith("no data for")
+    assert 1.0 < down["time"] - frozen < 1.5  # within read_timeout + 0.5 s
 
 
 def test_nobody_serving_retries_quietly_and_ctrl_c_exits_fast(tmp_path: Path):
@@ -233,6 +233,20 @@ def test_nobody_serving_retries_quietly_and_ctrl_c_exits_fast(tmp_path: Path):
     for text in (err, ev.read_text(), stats):
         assert "hunter2" not in text and "admin" not in text
     assert json.loads(stats)["nodes"]["cam"]["events"] == {"connect_failed": 1}
+
+
+def test_a_server_that_accepts_and_never_answers_is_no_answer(tmp_path: Path):
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        url = f"rtsp://127.0.0.1:{silent.getsockname()[1]}/cam"
+        result = run_graph({"nodes": {
+            "cam": {"plugin": "video_source", "url": url, "open_timeout": 1, "max_retries": 0},
+            "out": {"plugin": "null_sink", "input": "cam"}}})
+    assert str(result.error) == (f"node 'cam': stream 'cam': gave up after no retry: cannot "
+                                 f"open '{url}': no answer in 1 s")
 
 
 def test_udp_transport_and_credentials_in_the_url(cameras):

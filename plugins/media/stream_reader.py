@@ -46,8 +46,9 @@ FRAME_SLOTS = 2
 #: live one drops the newest and counts it (a stalled graph never grows the queue)
 AUDIO_SLOTS = 64
 EVENT_SLOTS = 64
-#: extra seconds the watchdog allows beyond the timeout FFmpeg was given
-WATCHDOG_GRACE_S = 1.0
+#: extra seconds the watchdog allows beyond the timeout FFmpeg was given (it looks every
+#: 0.2 s: a stall is reported within the timeout + 0.5 s)
+WATCHDOG_GRACE_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -96,10 +97,15 @@ def open_container(url: str, opts: ReadOptions) -> Any:
     elif not Path(url).exists():
         raise FileNotFoundError(2, "No such file or directory", url)
     options.update(opts.options)
+    started = time.monotonic()
     try:
         container = av.open(url, "r", format=fmt, options=options, **kwargs)
     except (av.FFmpegError, OSError) as exc:
-        reason = _reason(exc, opts.open_timeout, url)
+        if "timeout" in kwargs and time.monotonic() - started >= opts.open_timeout * 0.95:
+            # FFmpeg's interrupt makes a silent server's reply look like "invalid data"
+            reason = f"no answer in {opts.open_timeout:g} s"
+        else:
+            reason = _reason(exc, opts.open_timeout, url)
         raise MediaError(f"cannot open '{shown(url)}': {reason}") from None
     if not container.streams.video:
         container.close()
@@ -337,12 +343,13 @@ class StreamReader:
                 continue
             try:
                 reason = self._session(container, gen, opened, backoff)
+                if self._current(gen):  # said now: closing may wait on a frozen server
+                    self._disconnected(reason)
             finally:
                 self._phase(None)
                 container.close()
             if not self._current(gen):
                 return
-            self._disconnected(reason)
             if not backoff.wait(self.stop) or not self._current(gen):
                 if backoff.exhausted():
                     self._gave_up(backoff, reason)
@@ -366,11 +373,15 @@ class StreamReader:
         deadline = 0.0
         try:
             for packet in container.demux(*(s for s in (video, audio) if s is not None)):
-                self.beat = time.monotonic()
-                if not self._current(gen) or (closing_at is not None
-                                              and self.beat > deadline):
+                arrived = time.monotonic()
+                if not self._current(gen) or (closing_at is not None and arrived > deadline):
                     return "stopped" if closing_at is None else "max_frames reached"
+                if arrived - self.beat >= self.opts.read_timeout:
+                    # FFmpeg's interrupted read hands over what it had: the stall is over
+                    return f"no answer in {self.opts.read_timeout:g} s"
                 if packet.stream is audio:
+                    if packet.size:
+                        self.beat = arrived
                     if self.timeline.offset_s is None:
                         early = [*early[-AUDIO_SLOTS + 1:], packet]
                     elif not self._live_audio(audio, packet, gen, closing_at):
@@ -379,7 +390,9 @@ class StreamReader:
                 if closing_at is not None:
                     continue  # only the sound of the last frames is still wanted
                 for vf in self._decode(packet):
-                    now = time.monotonic()
+                    # progress is a decoded picture: FFmpeg's interrupted read hands over
+                    # a damaged packet first, which must not reset the watchdog
+                    now = self.beat = time.monotonic()
                     pts, captured = self.timeline.place(vf.time, now)
                     if first:
                         first = False
@@ -396,7 +409,7 @@ class StreamReader:
                         if audio is None:
                             return "max_frames reached"
                         # the sound up to the end of the last frame is still to come
-                        closing_at, deadline = self.timeline.next_s, self.beat + 1.0
+                        closing_at, deadline = self.timeline.next_s, now + 1.0
                         break
         except (av.FFmpegError, OSError) as exc:
             return _reason(exc, self.opts.read_timeout, self.url)
