@@ -234,3 +234,35 @@ class PickleAudio(Stage):
 
     def receive(self, port: str, item: object) -> Emit:
         return Emit("audio", pickle.loads(pickle.dumps(item)))
+
+
+class NoiseParams(Params):
+    stream: str = Field("noise", description="the stream's name (any text)")
+    width: int = 64
+    height: int = 48
+    fps: float = 20.0
+
+
+class Noise(Source):
+    """Random pictures (they do not compress) of one stream, in real time, until stopped."""
+
+    name = "noise"
+    summary = "random pictures"
+    Params = NoiseParams
+    params: NoiseParams
+
+    @property
+    def live(self) -> bool:
+        return True
+
+    def generate(self) -> Iterator[Frame]:
+        p = self.params
+        generator = torch.Generator().manual_seed(0)
+        index = 0
+        while not self.context.stopping():
+            image = torch.randint(0, 256, (p.height, p.width, 3), dtype=torch.uint8,
+                                  generator=generator)
+            yield Frame.from_image(image, pts=index, time_base=1 / Fraction(p.fps),
+                                   stream=p.stream, index=index, captured=time.monotonic())
+            index += 1
+            time.sleep(1 / p.fps)

@@ -2,68 +2,88 @@
 
 from __future__ import annotations
 
-import json
+import asyncio
+import contextlib
 import logging
 import threading
 import time
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-from urllib.parse import unquote
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 from pydantic import Field
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from pipeline.core.errors import MediaError
 from pipeline.core.frame import Frame
-from pipeline.core.node import Params, Sink
+from pipeline.core.node import Emit, Params, Sink
+from pipeline.kit.web import WebServer, send_within
 
 log = logging.getLogger("vidgraph")
 _BOUNDARY = "vidgraphframe"
+# Every name on the page (streams, nodes) is put in with textContent, never as markup:
+# a stream's name comes from its source and may hold anything.
 _PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>vidgraph preview: {title}</title>
+<html><head><meta charset="utf-8"><title>vidgraph preview</title>
 <style>
-body {{ font-family: sans-serif; margin: 1em; background: #111; color: #ddd; }}
-.streams {{ display: flex; flex-wrap: wrap; gap: 1em; }}
-figure {{ margin: 0; }} img {{ max-width: 640px; background: #000; display: block; }}
-table {{ border-collapse: collapse; margin-top: 1em; }}
-td, th {{ padding: 0.2em 0.8em; text-align: right; border-bottom: 1px solid #333; }}
-td:first-child, th:first-child {{ text-align: left; }}
+body { font-family: sans-serif; margin: 1em; background: #111; color: #ddd; }
+.streams { display: flex; flex-wrap: wrap; gap: 1em; }
+figure { margin: 0; } img { max-width: 640px; background: #000; display: block; }
+table { border-collapse: collapse; margin-top: 1em; }
+td, th { padding: 0.2em 0.8em; text-align: right; border-bottom: 1px solid #333; }
+td:first-child, th:first-child { text-align: left; }
 </style></head>
-<body><h1>{title}</h1>
+<body><h1 id="title"></h1>
 <div class="streams" id="streams"></div>
 <table id="nodes"><thead><tr><th>node</th><th>fps</th><th>frames</th><th>latency p50 ms</th>
 <th>latency p95 ms</th><th>drops</th><th>queue</th></tr></thead><tbody></tbody></table>
 <script>
 let previous = null;
-function cell(value) {{ return value === null || value === undefined ? "-" : value; }}
-async function refresh() {{
-  const stats = await (await fetch("stats.json", {{cache: "no-store"}})).json();
+const shown = new Map();  // stream name -> its figure
+function cell(value) { return value === null || value === undefined ? "-" : String(value); }
+function text(tag, value) {
+  const element = document.createElement(tag);
+  element.textContent = value;
+  return element;
+}
+async function refresh() {
+  const stats = await (await fetch("stats.json", {cache: "no-store"})).json();
+  document.getElementById("title").textContent = stats.title;
   const box = document.getElementById("streams");
-  for (const name of stats.streams) {{
-    if (!document.getElementById("stream-" + name)) {{
-      const fig = document.createElement("figure");
-      fig.innerHTML = '<img id="stream-' + name + '" alt="' + name + '"><figcaption>' + name +
-        '</figcaption>';
-      box.appendChild(fig);
-      fig.querySelector("img").src = "video/" + encodeURIComponent(name) + ".mjpg";
-    }}
-  }}
+  for (const [name, figure] of shown) {
+    if (!stats.streams.includes(name)) { figure.remove(); shown.delete(name); }
+  }
+  for (const name of stats.streams) {
+    if (shown.has(name)) continue;
+    const figure = document.createElement("figure");
+    const img = document.createElement("img");
+    img.alt = name;
+    img.src = "video/" + encodeURIComponent(name) + ".mjpg";
+    figure.append(img, text("figcaption", name));
+    box.appendChild(figure);
+    shown.set(name, figure);
+  }
   const rows = [];
-  for (const [name, m] of Object.entries(stats.nodes)) {{
+  for (const [name, m] of Object.entries(stats.nodes)) {
     const before = previous && previous.nodes[name];
     const dt = previous ? stats.elapsed_s - previous.elapsed_s : 0;
     const count = (x) => Math.max(x.frames_in, x.frames_out);
     const fps = before && dt > 0 ? ((count(m) - count(before)) / dt).toFixed(1) : "-";
-    rows.push("<tr data-node='" + name + "'><td>" + name + "</td><td>" + fps + "</td><td>" +
-      count(m) + "</td><td>" + cell(m.latency_ms_p50) + "</td><td>" +
-      cell(m.latency_ms_p95) + "</td><td>" + m.drops + "</td><td>" + m.queue_depth +
-      "</td></tr>");
-  }}
-  document.querySelector("#nodes tbody").innerHTML = rows.join("");
+    const row = document.createElement("tr");
+    row.dataset.node = name;
+    for (const value of [name, fps, count(m), cell(m.latency_ms_p50), cell(m.latency_ms_p95),
+                         m.drops, m.queue_depth]) {
+      row.appendChild(text("td", String(value)));
+    }
+    rows.push(row);
+  }
+  document.querySelector("#nodes tbody").replaceChildren(...rows);
   previous = stats;
-}}
+}
 refresh(); setInterval(refresh, 1000);
 </script></body></html>
 """
@@ -78,16 +98,19 @@ class PreviewParams(Params):
     fps: float = Field(10.0, gt=0, le=60, description="most pictures per second per stream")
     width: int | None = Field(640, ge=16, description="scale the picture to this width")
     quality: int = Field(80, ge=10, le=100, description="JPEG quality")
+    max_viewers: int = Field(8, ge=1, le=256, description="most pictures watched at once; "
+                             "more viewers get 503")
+    client_timeout: float = Field(10.0, gt=0, description="seconds a viewer may take to take "
+                                  "a picture before it is dropped")
 
 
-class _Latest:
-    """The newest JPEG of one stream, and a condition its viewers wait on."""
+@dataclass
+class _Picture:
+    """The newest JPEG of one stream, and the queues of its viewers (on the server's loop)."""
 
-    def __init__(self) -> None:
-        self.cond = threading.Condition()
-        self.jpeg: bytes | None = None
-        self.seq = 0
-        self.sent_at = 0.0
+    jpeg: bytes | None = None
+    sent_at: float = 0.0
+    viewers: set[asyncio.Queue[bytes | None]] = field(default_factory=set)
 
 
 class Preview(Sink):
@@ -96,8 +119,10 @@ class Preview(Sink):
 
     Open ``http://127.0.0.1:PORT/`` in a browser; ``/video/STREAM.mjpg`` is the bare MJPEG
     stream (``video_source`` and ffmpeg can read it too) and ``/stats.json`` the figures.
-    Pictures are encoded only while someone watches, at most ``fps`` per stream, so an
-    unwatched preview costs nothing.
+    Only streams that reach the node can be watched (any other name is 404), at most
+    ``max_viewers`` at once; a viewer that stops taking pictures is dropped after
+    ``client_timeout``. Pictures are encoded only while someone watches, at most ``fps``
+    per stream, so an unwatched preview costs nothing.
 
     ```yaml
     nodes:
@@ -110,45 +135,42 @@ class Preview(Sink):
     summary = "live picture (MJPEG) and per-node figures in a browser"
     Params = PreviewParams
     params: PreviewParams
+    stream_state = ("pictures",)
 
     def open(self) -> None:
-        self.streams: dict[str, _Latest] = {}
-        self.lock = threading.Lock()
+        self.pictures: dict[str, _Picture] = {}
+        self.lock = threading.Lock()  # pictures: the node's thread adds, the server reads
         self.viewers = 0
-        self.closed = threading.Event()
-        handler = type("Handler", (_Handler,), {"preview": self})
-        try:
-            self.server = ThreadingHTTPServer((self.params.host, self.params.port), handler)
-        except OSError as exc:
-            raise MediaError(f"cannot listen on {self.params.host}:{self.params.port}: "
-                             f"{exc.strerror}") from None
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, name="preview-http",
-                                       daemon=True)
-        self.thread.start()
+        self.closing = False
+        self.server = WebServer(self._routes(), self.params.host, self.params.port,
+                                max_connections=self.params.max_viewers + 16)
+        self.port = self.server.start()
         log.info("node '%s': preview on http://%s:%d/", self.context.name, self.params.host,
                  self.port)
 
-    def _latest(self, stream: str) -> _Latest:
-        with self.lock:
-            latest = self.streams.get(stream)
-            if latest is None:
-                latest = self.streams[stream] = _Latest()
-            return latest
+    def _routes(self) -> list[Route]:
+        return [Route("/", self._page), Route("/index.html", self._page),
+                Route("/stats.json", self._stats),
+                Route("/video/{name}.mjpg", self._video)]
+
+    # -- the node's side ---------------------------------------------------------------------
 
     def write(self, frame: Frame) -> None:
-        latest = self._latest(frame.stream)
+        with self.lock:
+            picture = self.pictures.setdefault(frame.stream, _Picture())
         now = time.monotonic()
-        if latest.jpeg is not None and (
-                not self.viewers or now - latest.sent_at < 1 / self.params.fps):
+        if picture.jpeg is not None and (
+                not picture.viewers or now - picture.sent_at < 1 / self.params.fps):
             return
-        latest.sent_at = now
-        jpeg = self._encode(frame)
-        with latest.cond:
-            latest.jpeg = jpeg
-            latest.seq += 1
-            latest.cond.notify_all()
+        picture.sent_at = now
+        self.server.call_soon(self._publish, picture, self._encode(frame))
+
+    def stream_ended(self, stream: str) -> Sequence[Frame | Emit]:
+        with self.lock:
+            picture = self.pictures.pop(stream, None)
+        if picture is not None:  # its viewers' streams end
+            self.server.call_soon(self._publish, picture, None)
+        return ()
 
     def _encode(self, frame: Frame) -> bytes:
         image = frame.image.cpu().numpy()
@@ -162,76 +184,94 @@ class Preview(Sink):
             raise MediaError("JPEG encoding failed")
         return bytes(data)
 
-    def stats(self) -> dict[str, Any]:
-        """What ``/stats.json`` serves."""
+    def close(self) -> None:
+        self.closing = True
+        with self.lock:
+            pictures = list(self.pictures.values())
+        for picture in pictures:
+            self.server.call_soon(self._publish, picture, None)
+        self.server.stop()
+
+    # -- the server's side (its own loop) ----------------------------------------------------
+
+    @staticmethod
+    def _publish(picture: _Picture, jpeg: bytes | None) -> None:
+        """Hand the newest picture (None: the end) to every viewer; one waiting is enough."""
+        if jpeg is not None:
+            picture.jpeg = jpeg
+        for queue in picture.viewers:
+            with contextlib.suppress(asyncio.QueueEmpty):
+                if queue.full():
+                    queue.get_nowait()
+            queue.put_nowait(jpeg)
+
+    async def _page(self, request: Request) -> Response:
+        return HTMLResponse(_PAGE, headers={"Cache-Control": "no-store"})
+
+    async def _stats(self, request: Request) -> Response:
         metrics = self.context.metrics
         document = metrics.to_dict("running", None) if metrics is not None else {"nodes": {}}
         with self.lock:
-            document["streams"] = sorted(self.streams)
-        return document
+            document["streams"] = sorted(self.pictures)
+        document["title"] = self.context.name
+        document["viewers"] = self.viewers
+        return JSONResponse(document, headers={"Cache-Control": "no-store"})
 
-    def close(self) -> None:
-        self.closed.set()
-        for latest in list(self.streams.values()):
-            with latest.cond:
-                latest.cond.notify_all()
-        self.server.shutdown()
-        self.server.server_close()
+    async def _video(self, request: Request) -> Response:
+        with self.lock:
+            picture = self.pictures.get(request.path_params["name"])
+        if picture is None:
+            return PlainTextResponse("no such stream\n", status_code=404)
+        if self.viewers >= self.params.max_viewers:
+            return PlainTextResponse("too many viewers\n", status_code=503)
+        return _Mjpeg(self, picture)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    preview: Preview
-    protocol_version = "HTTP/1.1"
+class _Mjpeg(Response):
+    """The picture of one stream as ``multipart/x-mixed-replace``, until the stream or the
+    graph ends, the client leaves, or it takes longer than ``client_timeout`` to take one."""
 
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("preview: " + format, *args)
+    def __init__(self, preview: Preview, picture: _Picture) -> None:
+        super().__init__()
+        self.preview = preview
+        self.picture = picture
 
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path in ("/", "/index.html"):
-            title = self.preview.context.name
-            self._send(_PAGE.format(title=title).encode(), "text/html; charset=utf-8")
-        elif path == "/stats.json":
-            self._send(json.dumps(self.preview.stats()).encode(), "application/json")
-        elif path.startswith("/video/") and path.endswith(".mjpg"):
-            self._mjpeg(unquote(path[len("/video/"):-len(".mjpg")]))
-        else:
-            self.send_error(HTTPStatus.NOT_FOUND)
-
-    def _send(self, body: bytes, content_type: str) -> None:
-        self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _mjpeg(self, stream: str) -> None:
-        preview = self.preview
-        latest = preview._latest(stream)
-        self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={_BOUNDARY}")
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("Connection", "close")
-        self.end_headers()
-        with preview.lock:
-            preview.viewers += 1
-        seen = -1
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        preview, picture = self.preview, self.picture
+        timeout_s = preview.params.client_timeout
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=1)
+        if picture.jpeg is not None:
+            queue.put_nowait(picture.jpeg)  # what the stream shows now, at once
+        picture.viewers.add(queue)
+        preview.viewers += 1
+        gone = asyncio.ensure_future(_disconnected(receive))
         try:
-            while not preview.closed.is_set():
-                with latest.cond:
-                    if latest.seq == seen:
-                        latest.cond.wait(1.0)
-                    jpeg, seq = latest.jpeg, latest.seq
-                if jpeg is None or seq == seen:
-                    continue
-                seen = seq
-                self.wfile.write(f"--{_BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
-                                 f"Content-Length: {len(jpeg)}\r\n\r\n".encode() + jpeg + b"\r\n")
-                self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the viewer went away
+            await send_within(send, {"type": "http.response.start", "status": 200, "headers": [
+                (b"content-type", f"multipart/x-mixed-replace; boundary={_BOUNDARY}".encode()),
+                (b"cache-control", b"no-store")]}, timeout_s)
+            while not preview.closing:
+                taken = asyncio.ensure_future(queue.get())
+                await asyncio.wait({taken, gone}, return_when=asyncio.FIRST_COMPLETED)
+                if gone.done():
+                    taken.cancel()
+                    return
+                jpeg = taken.result()
+                if jpeg is None:
+                    break
+                part = (f"--{_BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                        f"{len(jpeg)}\r\n\r\n").encode() + jpeg + b"\r\n"
+                await send_within(send, {"type": "http.response.body", "body": part,
+                                         "more_body": True}, timeout_s)
+            await send_within(send, {"type": "http.response.body", "body": b""}, timeout_s)
+        except (TimeoutError, OSError):
+            pass  # the viewer stopped taking pictures, or went away: it is dropped
         finally:
-            with preview.lock:
-                preview.viewers -= 1
-            self.close_connection = True
+            gone.cancel()
+            picture.viewers.discard(queue)
+            preview.viewers -= 1
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Returns when the client has gone."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
