@@ -4,6 +4,7 @@ one-line error, never a hang."""
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -43,6 +44,8 @@ overrides = st.lists(st.one_of(
               st.text(max_size=20)),
     st.text(max_size=30)), max_size=3)
 RUNS = {"yaml": 0, "text": 0, "media": 0}
+#: on CI the same cases every run (a red CI must be reproducible); elsewhere new ones
+FIXED = bool(os.environ.get("CI"))
 
 
 def validate(tmp_path: Path, text: str, sets: list[str], capsys: pytest.CaptureFixture[str]
@@ -51,7 +54,7 @@ def validate(tmp_path: Path, text: str, sets: list[str], capsys: pytest.CaptureF
     graph.write_text(text)
     args = ["validate", str(graph)]
     for value in sets:
-        args += ["--set", value]
+        args.append(f"--set={value}")  # a value may start with a dash
     started = time.monotonic()
     code = main(args)
     out, err = capsys.readouterr()
@@ -65,7 +68,7 @@ def validate(tmp_path: Path, text: str, sets: list[str], capsys: pytest.CaptureF
         assert lines and all(LOCATED.match(line) for line in lines), err
 
 
-@settings(max_examples=300, deadline=None,
+@settings(max_examples=300, deadline=None, derandomize=FIXED, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(document=documents, sets=overrides)
 def test_random_graphs_validate_or_fail_with_located_lines(
@@ -75,7 +78,7 @@ def test_random_graphs_validate_or_fail_with_located_lines(
     validate(tmp_path, yaml.safe_dump(document), sets, capsys)
 
 
-@settings(max_examples=200, deadline=None,
+@settings(max_examples=200, deadline=None, derandomize=FIXED, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(text=st.one_of(st.text(max_size=200), st.binary(max_size=200).map(
     lambda b: b.decode("latin-1"))))
@@ -102,7 +105,7 @@ def run_with_deadline(graph: dict, seconds: float) -> object:
     return outcome[0]
 
 
-@settings(max_examples=40, deadline=None,
+@settings(max_examples=40, deadline=None, derandomize=FIXED, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.binary(min_size=0, max_size=4096),
        kind=st.sampled_from(["mp4", "mkv", "png", "jpg", "ts"]))

@@ -136,7 +136,8 @@ def compose(text: str, file: str, line: int = 1) -> tuple[yaml.Node | None, yaml
         raise GraphError([Problem(file, *_position(exc.problem_mark or exc.context_mark, line),
                                   f"invalid YAML: {exc.problem}")]) from None
     except yaml.YAMLError as exc:  # reader errors (control characters) carry no mark
-        raise GraphError([Problem(file, line, 1, f"invalid YAML: {exc}")]) from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise GraphError([Problem(file, line, 1, f"invalid YAML: {first}")]) from None
 
 
 def _position(mark: Any, line: int) -> tuple[int, int]:
@@ -181,7 +182,8 @@ def safe_data(text: str, file: str, line: int = 1) -> Any:
     try:
         return loader.construct_document(root)
     except yaml.YAMLError as exc:
-        raise GraphError([Problem(file, line, 1, f"invalid YAML: {exc}")]) from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise GraphError([Problem(file, line, 1, f"invalid YAML: {first}")]) from None
 
 
 def _build(node: yaml.Node, path: Path_, doc: Document, loader: yaml.SafeLoader,

@@ -25,7 +25,17 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.col}: {self.message}"
+        return f"{self.file}:{self.line}:{self.col}: {one_line(self.message)}"
+
+
+#: control characters, shown escaped: a message quoting what a user wrote stays one line
+_CONTROLS = {code: f"\\x{code:02x}" for code in (*range(32), *range(127, 160))} | {
+    10: "\\n", 13: "\\r", 9: "\\t", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other control characters escaped."""
+    return text.translate(_CONTROLS)
 
 
 class GraphError(VidgraphError, ValueError):
