@@ -76,7 +76,7 @@ def test_valid_graph_builds_in_topological_order() -> None:
      nodes:
        src: {plugin: video_source, url: x.mp4}
        out: {plugin: null_sink, input: src.sound}
-     """, "g.yaml:3:35: node 'out': 'src' has no output 'sound' (outputs: video, audio, events)"),
+     """, "g.yaml:3:35: node 'out': 'src' has no output 'sound' (outputs: video, audio, packets, events)"),
     ("""\
      nodes:
        src: {plugin: video_source, url: x.mp4}
@@ -111,8 +111,8 @@ def test_valid_graph_builds_in_topological_order() -> None:
      nodes:
        src: {plugin: testsrc}
        out: {plugin: null_sink, input: src, policy: newest}
-     """, "g.yaml:3:48: node 'out': setting 'policy' = 'newest': input should be 'block' or "
-          "'drop_oldest'"),
+     """, "g.yaml:3:48: node 'out': setting 'policy' = 'newest': input should be 'block', "
+          "'drop_oldest' or 'backlog'"),
     ("""\
      nodez:
        src: {plugin: testsrc}

@@ -26,13 +26,14 @@ from typing import Any
 import torch
 
 from .device import Lane, lane_for, resolve_device
-from .edge import DEFAULT_POLICY, EOS, Accepts, Edge, EdgePolicy, Inbox
+from .edge import BACKLOG_SIZE, DEFAULT_POLICY, EOS, Accepts, Edge, EdgePolicy, Inbox
 from .errors import NodeError, VidgraphError, describe_exception
 from .frame import Frame
 from .graph import DEFAULT_QUEUE_SIZE, Graph, NodeSpec, OnError
 from .metrics import Metrics, NodeMetrics
 from .node import Emit, Node, NodeContext, PortKind, Sink, Source, Stage
 from .ordering import TicketGate
+from .packets import VideoPacket
 from .streams import StreamEnded, StreamStarted
 
 log = logging.getLogger("vidgraph")
@@ -83,7 +84,7 @@ class _NodeState:
         self.video_outputs = [p.name for p in spec.outputs if p.kind is PortKind.VIDEO]
         #: the outputs whose items belong to a stream (they carry its markers)
         self.stream_outputs = [p.name for p in spec.outputs
-                               if p.kind in (PortKind.VIDEO, PortKind.AUDIO)]
+                               if p.kind in (PortKind.VIDEO, PortKind.AUDIO, PortKind.PACKETS)]
         self.default_out = spec.outputs[0].name if spec.outputs else None
         self.default_in = spec.cls.inputs[0].name if spec.cls.inputs else None
         self.event_ports = {p.name for p in spec.outputs if p.kind is PortKind.EVENTS}
@@ -128,13 +129,15 @@ class Executor:
     # -- building ----------------------------------------------------------------------------
 
     def _build(self) -> None:
+        self.to_recordings = self._upstream_of_recordings()
         for name, spec in self.graph.nodes.items():
             try:
                 device = resolve_device(spec.settings.device, self.graph.device)
             except VidgraphError as exc:
                 raise NodeError(name, exc) from None
+            consumed = frozenset(c.src_port for c in self.graph.connections if c.src == name)
             context = NodeContext(name, device, self.stop_requested, frozenset(spec.inputs),
-                                  self.metrics, str(spec.settings.on_error))
+                                  self.metrics, str(spec.settings.on_error), consumed)
             try:
                 instances = [spec.cls(spec.params, context) for _ in range(spec.settings.replicas)]
             except Exception as exc:
@@ -153,18 +156,34 @@ class Executor:
             dst.metrics.edges.append(edge)
             self.nodes[conn.src].outputs[conn.src_port].append(edge)
 
+    def _upstream_of_recordings(self) -> set[str]:
+        """The nodes with a recording (``Node.records``) at or after them."""
+        found = {name for name, spec in self.graph.nodes.items()
+                 if spec.cls.records(spec.params)}
+        grew = True
+        while grew:
+            before = len(found)
+            found |= {c.src for c in self.graph.connections if c.dst in found}
+            grew = len(found) != before
+        return found
+
     def _edge_defaults(self, src: str, port: str, dst: NodeSpec) -> tuple[int, EdgePolicy]:
         """Capacity and policy of an edge the graph does not configure.
 
         After a live source, frames drop rather than wait: a slow consumer always gets the
         newest picture, and latency stays bounded. The capacity is small but lets a
         batching consumer fill its batches (across streams) and keep its replicas busy.
+        On the way to a recording (and for copied packets) nothing may be lost and the
+        camera may not be held back: those edges keep a backlog.
         """
         node = self.nodes[src]
         source = node.instances[0]
         if not (isinstance(source, Source) and source.live):
             return DEFAULT_QUEUE_SIZE, DEFAULT_POLICY
         kind = next(p.kind for p in node.spec.outputs if p.name == port)
+        if kind is PortKind.PACKETS or (kind is not PortKind.EVENTS
+                                        and dst.name in self.to_recordings):
+            return BACKLOG_SIZE, EdgePolicy.BACKLOG
         if kind is PortKind.VIDEO:
             size = max(LIVE_QUEUE_SIZE, 2 * dst.settings.batch_size, dst.settings.replicas)
             return size, EdgePolicy.DROP_OLDEST
@@ -181,11 +200,12 @@ class Executor:
         return sum(c for c in counts if c is not None)
 
     def video_sinks(self) -> list[str]:
-        """Names of sinks whose first input takes video and is connected (progress counts
-        their frames)."""
+        """Names of sinks with a connected input of pictures, frames or copied packets
+        (progress counts them)."""
         return [n for n, s in self.nodes.items()
-                if isinstance(s.instances[0], Sink) and s.spec.cls.inputs[0].kind == "video"
-                and s.spec.cls.inputs[0].name in s.spec.inputs]
+                if isinstance(s.instances[0], Sink) and any(
+                    p.kind in (PortKind.VIDEO, PortKind.PACKETS) and p.name in s.spec.inputs
+                    for p in s.spec.cls.inputs)]
 
     def streams_held(self) -> dict[str, int]:
         """Per-stream state entries each node holds now (stream lifecycle checks)."""
@@ -346,7 +366,7 @@ class Executor:
             with torch.inference_mode():
                 for item in source.generate():
                     self._from_source(node, item, streams)
-                    if self.stop_requested.is_set():
+                    if self.aborted.is_set():  # a stop lets the source hand over what it has
                         break
         except Exception as exc:
             self._fail(node, exc, None)
@@ -420,6 +440,9 @@ class Executor:
                 node.inbox.close()
             return lambda: inst.input_ended(edge.dst_port)
         if edge.dst_port != node.default_in:  # stream markers too: see Node.receive
+            if isinstance(first, VideoPacket):
+                with node.lock:  # a copied picture counts as a frame in
+                    node.metrics.frames_in += 1
             return lambda: self._emit(node, inst.receive(edge.dst_port, first))
         if isinstance(first, StreamStarted | StreamEnded):
             results = self._marker(node, inst, lane, first)

@@ -265,6 +265,9 @@ class _Builder:
                 if conn is not None:
                     spec.inputs[port.name] = conn
                     connections.append(conn)
+            wrong = spec.cls.check_inputs(set(inputs))
+            if wrong:
+                self.fail(("nodes", name), f"node '{name}': {wrong}", key=True)
         return connections
 
     def _resolve(self, name: str, port: Port, ref: Any, rpath: Path_,
@@ -338,6 +341,11 @@ class _Builder:
                 if not port.optional and (name, port.name) not in used:
                     self.fail(("nodes", name), f"node '{name}': output '{port.name}' is not used "
                               "(connect it to a sink, e.g. null_sink)", key=True)
+            if spec.outputs and all(p.optional for p in spec.outputs) and not any(
+                    src == name for src, _ in used) and not issubclass(spec.cls, Stage):
+                names = ", ".join(p.name for p in spec.outputs)
+                self.fail(("nodes", name), f"node '{name}': none of its outputs ({names}) is "
+                          "used", key=True)
 
 
     def _check_destinations(self, specs: dict[str, NodeSpec]) -> None:

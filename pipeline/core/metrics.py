@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from .edge import Edge
+from .edge import Edge, EdgePolicy
 
 LATENCY_SAMPLES = 4096
 
@@ -69,7 +69,9 @@ class NodeMetrics:
             "counts": dict(self.counters),
             "streams_held": self.held() if self.held is not None else 0,
             "inputs": {e.label: {"policy": str(e.policy), "capacity": e.capacity,
-                                 "dropped": e.dropped, "max_depth": e.max_depth}
+                                 "dropped": e.dropped, "max_depth": e.max_depth,
+                                 **({"backlog": e.backlog()}
+                                    if e.policy is EdgePolicy.BACKLOG else {})}
                        for e in self.edges},
         }
 

@@ -74,6 +74,7 @@ class PortKind(StrEnum):
 
     VIDEO = "video"  #: Frame objects
     AUDIO = "audio"  #: AudioPacket objects, compressed, passed through
+    PACKETS = "packets"  #: VideoPacket objects: compressed pictures, copied, not decoded
     EVENTS = "events"  #: dicts describing things that happened (reconnects, ...)
 
 
@@ -120,6 +121,13 @@ class NodeContext:
     #: the node's ``on_error``: a source that meets a bad input (a corrupt picture in a
     #: folder) goes on past it when this is ``skip``, and says so with :meth:`skipped`
     on_error: str = "fail"
+    #: names of the output ports some node reads (a source need not decode what no one
+    #: reads); None when not known (every output then counts as read)
+    consumed: frozenset[str] | None = None
+
+    def reads(self, port: str) -> bool:
+        """Whether some node reads output ``port``."""
+        return self.consumed is None or port in self.consumed
 
     def stopping(self) -> bool:
         """Whether the graph is shutting down (sources should return soon)."""
@@ -158,6 +166,18 @@ class Node:
     #: names of the parameters that say where the node writes (a file, a URL): validation
     #: refuses two nodes writing to one place
     writes_to: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def records(cls, params: BaseParams) -> bool:
+        """Whether this node keeps everything it gets (a recording): then the edges on its
+        way from a live source never drop, they queue (``backlog``) instead."""
+        return False
+
+    @classmethod
+    def check_inputs(cls, connected: set[str]) -> str | None:
+        """What is wrong with this set of connected inputs, if anything (for inputs that
+        are optional one by one but not all together)."""
+        return None
 
     def __init__(self, params: BaseParams, context: NodeContext) -> None:
         self.params = params

@@ -24,11 +24,12 @@ import numpy as np
 
 from pipeline.core.errors import MediaError
 from pipeline.core.frame import Frame
-from pipeline.core.packets import AudioCodec, AudioPacket
+from pipeline.core.packets import AudioCodec, AudioPacket, VideoPacket
 
-from .audio import AudioMode, AudioWriter, accepts
+from .audio import AudioMode, AudioWriter
 from .live import shown
 from .picture import DecodedPicture
+from .remux import Template, accepts, av_packet
 
 log = logging.getLogger("vidgraph")
 #: mpeg4 (and some others) reject time bases with a denominator over 65535.
@@ -91,6 +92,7 @@ class EncodedOutput:
         self.frames = 0
         self.held = 0  # video packets held while waiting for audio
         self.failed = False  # writing raised: close() finalises what was written, no more
+        self.copying = False  # the pictures are copied packets, not encoded frames
 
     # -- video -------------------------------------------------------------------------------
 
@@ -145,6 +147,10 @@ class EncodedOutput:
             stream.codec_context.gop_size = max(1, round(float(rate) * s.keyframe_s))
         stream.options = options
         self.video = stream
+        self._start_audio()
+
+    def _start_audio(self) -> None:
+        """The video stream exists: add the sound's, and write the sound that waited."""
         early, self.early_audio = self.early_audio, []
         codec = early[0].codec if early else self.audio_codec
         if codec is not None and self.settings.audio != "none":
@@ -221,6 +227,54 @@ class EncodedOutput:
                 self.audio_pending = False  # no sound is coming: write the video alone
         self._mux(packets)
         self.frames += 1
+
+    # -- copied pictures ---------------------------------------------------------------------
+
+    def write_packet(self, item: VideoPacket) -> None:
+        """Write one packet of pictures as it is (a recording by copy). The copy starts at
+        a keyframe and at the first packet's decoding time."""
+        try:
+            self._copy(item)
+        except Exception:
+            self.failed = True
+            raise
+
+    def _copy(self, item: VideoPacket) -> None:
+        if self.video is None:
+            if not item.keyframe:
+                self.count("packets_before_keyframe", 1)
+                return
+            self._start_copy(item)
+        stamp = item.dts if item.dts is not None else item.pts
+        if stamp is None:
+            return
+        shift = round((self.t0 or 0.0) / item.time_base)
+        packet = av_packet(item.shifted(-shift), self.video)
+        if packet.dts is not None and packet.dts <= self.last_pts:
+            self.count("packets_out_of_order", 1)  # a muxer takes rising decoding times only
+            return
+        self.last_pts = packet.dts if packet.dts is not None else self.last_pts
+        if self.audio_pending:
+            self.held += 1
+            if self.held > AUDIO_WAIT_FRAMES:
+                self.audio_pending = False
+        self._mux([packet])
+        self.frames += 1
+
+    def _start_copy(self, first: VideoPacket) -> None:
+        template = Template(first.codec)
+        try:
+            self.video = self.out.add_stream_from_template(template.stream)
+            template.fill(self.video.codec_context)
+        except ValueError as exc:  # the container cannot hold this codec
+            raise MediaError(f"cannot write '{shown(self.target)}': {exc}") from None
+        finally:
+            template.close()
+        self.copying = True
+        self.video.time_base = first.time_base
+        stamp = first.dts if first.dts is not None else first.pts
+        self.t0 = float((stamp or 0) * first.time_base)
+        self._start_audio()
 
     # -- audio -------------------------------------------------------------------------------
 
@@ -310,12 +364,12 @@ class EncodedOutput:
 
     def _shift_audio(self, item: AudioPacket) -> AudioPacket | None:
         """``item`` moved onto the output's timeline; None if it ends before it starts."""
-        if not self.t0 or item.pts is None:
+        if item.pts is None:
             return item
-        shift = round(self.t0 / item.time_base)
-        if item.pts + item.duration <= shift:
+        shift = round((self.t0 or 0.0) / item.time_base)
+        if item.pts + item.duration < shift:  # a priming packet ending right there stays
             return None
-        return item.shifted(-shift)
+        return item.shifted(-shift) if shift else item
 
     def close(self) -> None:
         """Flush the encoders and finalize the container (trailer, playlist). An output
@@ -328,7 +382,7 @@ class EncodedOutput:
             self.audio_pending = False
             if self.frames:
                 tail = list(self.audio.flush()) if self.audio is not None else []
-                self._mux(self.video.encode(None) + tail)
+                self._mux(tail if self.copying else self.video.encode(None) + tail)
             elif self.video is None:
                 log.warning("node '%s': no frames arrived; '%s' holds no video", self.node,
                             shown(self.target))

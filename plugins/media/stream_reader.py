@@ -31,11 +31,11 @@ import av
 
 from pipeline.core.errors import MediaError
 from pipeline.core.frame import Frame
-from pipeline.core.packets import AudioCodec
+from pipeline.core.packets import Codec
 
-from .audio import audio_codec, audio_packet
 from .live import Backoff, is_capture_device, is_network_url, redact, shown
 from .picture import DecodedPicture
+from .remux import codec_of, packet_of
 
 log = logging.getLogger("vidgraph")
 LIVE_TIME_BASE = Fraction(1, 90_000)
@@ -69,6 +69,8 @@ class ReadOptions:
     backoff_max: float = 10.0
     max_retries: int | None = None
     strict: bool = False  # a damaged or truncated file fails the run instead of a warning
+    decode: bool = True  # decode the pictures (something reads the frames)
+    packets: bool = False  # hand over the pictures' packets as they are (a recorder copies)
     max_pixels: int = 8192 * 8192  # larger pictures are refused before decoding
 
 
@@ -85,8 +87,9 @@ def open_container(url: str, opts: ReadOptions) -> Any:
         kwargs["timeout"] = (opts.open_timeout, opts.read_timeout)
         if url.lower().startswith(("rtsp://", "rtsps://")):
             options["rtsp_transport"] = opts.transport
-            if opts.low_latency:
-                # Default probing waits ~1 s for data the SDP already describes.
+            if opts.low_latency and not opts.packets:
+                # Default probing waits ~1 s for data the SDP already describes; a copy of
+                # the packets needs it (the picture size is read from the stream itself).
                 options.update(probesize="32", analyzeduration="0")
         if opts.low_latency:
             options["fflags"] = "nobuffer"
@@ -146,6 +149,14 @@ def _expected(container: Any, opts: ReadOptions) -> tuple[int | None, bool]:
     return count or None, exact
 
 
+def _signature(stream: Any) -> tuple[Any, ...]:
+    """What makes a stream's codec description change: a reconnect may bring new ones."""
+    ctx = stream.codec_context
+    if stream.type == "video":
+        return ctx.name, ctx.width, ctx.height, ctx.extradata
+    return ctx.name, stream.sample_rate, ctx.channels, ctx.extradata
+
+
 def _reason(exc: BaseException, timeout_s: float, url: str) -> str:
     """Why FFmpeg failed, in words (its interrupt on a timeout says "Immediate exit")."""
     if isinstance(exc, av.ExitError | av.error.TimeoutError):
@@ -176,6 +187,12 @@ class LiveTimeline:
     def offset_s(self) -> float | None:
         """Timeline minus stream time for this connection, once known."""
         return None if self.anchor is None else self.anchor[1] - self.anchor[0]
+
+    def reached(self, out_s: float) -> None:
+        """A packet was handed over at ``out_s`` on the timeline (pictures copied rather
+        than decoded): a reconnect continues after it."""
+        if self.last_s is None or out_s > self.last_s:
+            self.last_s, self.next_s = out_s, out_s + self.frame_s
 
     def place(self, t: float | None, now: float) -> tuple[int, float]:
         """(pts in 1/90000, captured) for a frame with stream time ``t`` arriving at ``now``."""
@@ -218,12 +235,15 @@ class StreamReader:
         self.count = count
         self.slots = {"frame": threading.Semaphore(FRAME_SLOTS),
                       "audio": threading.Semaphore(AUDIO_SLOTS),
+                      "packet": threading.Semaphore(AUDIO_SLOTS),
                       "event": threading.Semaphore(EVENT_SLOTS)}
         self.timeline = LiveTimeline()
         self.generation = 0
         self.lock = threading.Lock()
         self.index = 0
-        self.audio_codec: AudioCodec | None = None
+        self.codecs: dict[str, Codec] = {}  # by stream type: audio, video
+        self.signatures: dict[str, tuple[Any, ...]] = {}
+        self.keyed = False
         self.last_audio_pts: int | None = None
         # Watchdog state: when the thread last made progress, and the limit for its phase.
         self.beat = time.monotonic()
@@ -364,11 +384,13 @@ class StreamReader:
         video = container.streams.video[0]
         video.thread_type = "SLICE"  # frame threads would hold frames back: latency
         audio = container.streams.audio[0] if container.streams.audio else None
+        decode, copy = self.opts.decode, self.opts.packets
         self.timeline.reconnected(0.0 if self.down_since is None
                                   else time.monotonic() - self.down_since)
         self._phase(self.opts.read_timeout)
-        first = True
-        early: list[Any] = []  # sound that came before the first frame placed the timeline
+        self.keyed = False  # a copy of the pictures starts at a keyframe, on each connection
+        started = False  # the connection's first picture has come
+        early: list[Any] = []  # packets that came before the first frame placed the timeline
         closing_at: float | None = None  # max_frames reached: the sound is read up to here
         deadline = 0.0
         try:
@@ -379,74 +401,131 @@ class StreamReader:
                 if arrived - self.beat >= self.opts.read_timeout:
                     # FFmpeg's interrupted read hands over what it had: the stall is over
                     return f"no answer in {self.opts.read_timeout:g} s"
-                if packet.stream is audio:
-                    if packet.size:
-                        self.beat = arrived
+                if packet.stream is audio or copy:
+                    if packet.size and (packet.stream is audio or not decode):
+                        self.beat = arrived  # progress (a decoder's is a decoded picture)
+                    if packet.stream is video and not decode and packet.size and \
+                            self.timeline.offset_s is None:
+                        if packet.dts is None and packet.pts is None:
+                            continue
+                        # no pictures are decoded: the first packet places the timeline
+                        self.timeline.place(float((packet.pts if packet.pts is not None
+                                                   else packet.dts) * packet.time_base),
+                                            arrived)
+                        if not started:
+                            started = True
+                            self._started(arrived - opened, backoff)
+                        early = self._flush(early, gen)
                     if self.timeline.offset_s is None:
                         early = [*early[-AUDIO_SLOTS + 1:], packet]
-                    elif not self._live_audio(audio, packet, gen, closing_at):
+                    elif packet.stream is video and closing_at is not None:
+                        pass  # the pictures are done; only sound is still wanted
+                    elif not self._live_packet(packet, gen, closing_at):
                         return "max_frames reached"  # the sound has reached the last frame
+                    elif packet.stream is video and not decode and packet.size:
+                        self.index += 1
+                        closing_at = self._closing()
+                        if closing_at is not None:
+                            if audio is None:
+                                return "max_frames reached"
+                            deadline = arrived + 1.0
+                if packet.stream is audio or not decode or closing_at is not None:
                     continue
-                if closing_at is not None:
-                    continue  # only the sound of the last frames is still wanted
                 for vf in self._decode(packet):
                     # progress is a decoded picture: FFmpeg's interrupted read hands over
                     # a damaged packet first, which must not reset the watchdog
                     now = self.beat = time.monotonic()
                     pts, captured = self.timeline.place(vf.time, now)
-                    if first:
-                        first = False
-                        backoff.reset()
-                        self._connected(now - opened)
-                        for held in early:  # what overlaps the first frame is kept
-                            self._live_audio(audio, held, gen)
-                        early = []
+                    if not started:
+                        started = True
+                        self._started(now - opened, backoff)
+                    early = self._flush(early, gen)
                     self._put_frame(Frame(pts=pts, time_base=LIVE_TIME_BASE, stream=self.stream,
                                           index=self.index, captured=captured,
                                           native=DecodedPicture(vf)), gen)
-                    if self.opts.max_frames and self.index >= self.opts.max_frames:
-                        self.removed.set()  # done: no reconnect
+                    closing_at = self._closing()
+                    if closing_at is not None:
                         if audio is None:
                             return "max_frames reached"
-                        # the sound up to the end of the last frame is still to come
-                        closing_at, deadline = self.timeline.next_s, now + 1.0
+                        deadline = now + 1.0
                         break
         except (av.FFmpegError, OSError) as exc:
             return _reason(exc, self.opts.read_timeout, self.url)
         return "end of stream"
 
-    def _live_audio(self, audio: Any, packet: Any, gen: int,
-                    until: float | None = None) -> bool:
-        """Hand over one audio packet on the stream's timeline, unless it starts at
-        ``until`` (seconds on that timeline) or later: then return False."""
+    def _started(self, first_s: float, backoff: Backoff) -> None:
+        """The first picture of a connection has come."""
+        backoff.reset()
+        self._connected(first_s)
+
+    def _flush(self, early: list[Any], gen: int) -> list[Any]:
+        """Once a picture has placed the timeline, hand over the packets that came before
+        it (what overlaps it is kept); returns what must still wait."""
+        if self.timeline.offset_s is None:  # the first picture had no time of its own
+            return early
+        for held in early:
+            self._live_packet(held, gen)
+        return []
+
+    def _closing(self) -> float | None:
+        """After ``max_frames`` pictures the stream is done (no reconnect) and only its
+        sound up to the end of the last picture is still read: the timeline time up to
+        which, or None while pictures are wanted."""
+        if self.opts.max_frames and self.index >= self.opts.max_frames:
+            self.removed.set()
+            return self.timeline.next_s
+        return None
+
+    def _live_packet(self, packet: Any, gen: int, until: float | None = None) -> bool:
+        """Hand over one packet on the stream's timeline, unless it starts at ``until``
+        (seconds on that timeline) or later: then return False. A copy of the pictures
+        starts at a keyframe; what comes before one is dropped (and counted)."""
         offset = self.timeline.offset_s
-        if offset is None or packet.pts is None or not packet.size:
+        if offset is None or not packet.size:
             return True
         tb = packet.time_base
-        pts = round((packet.pts * tb + offset) / tb)
+        stamp = packet.pts if packet.pts is not None else packet.dts
+        if stamp is None:  # a camera's first packet may come without one: it is now
+            last = self.timeline.last_s or 0.0
+            shift, pts = 0, round(last / tb)
+        else:
+            shift = round((stamp * tb + offset) / tb) - stamp
+            pts = stamp + shift
         if until is not None and pts * tb >= until:
             return False
+        stream = packet.stream
+        if stream.type == "video":
+            if not (self.keyed or packet.is_keyframe):
+                self.count("packets_before_keyframe", 1)
+                return True
+            self.keyed = True
+            self.timeline.reached(float(pts * tb))
+            item = packet_of(packet, self._codec(stream, packet), self.stream, shift)
+            dts = item.dts if item.dts is not None else pts
+            self._slotted("packet", dataclasses.replace(item, pts=pts, dts=dts), gen, wait=True)
+            return True
         if self.last_audio_pts is not None and pts <= self.last_audio_pts:
             return True
         self.last_audio_pts = pts
-        item = audio_packet(packet, self._codec(audio, packet), self.stream, pts - packet.pts)
+        item = packet_of(packet, self._codec(stream, packet), self.stream, shift)
         # a camera's audio dts restart with each connection: on our timeline dts = pts
-        self._put_audio(dataclasses.replace(item, dts=pts), gen)
+        self._put_audio(dataclasses.replace(item, pts=pts, dts=pts), gen)
         return True
 
-    def _codec(self, audio: Any, packet: Any) -> AudioCodec:
-        """This stream's audio codec (described once; again if a reconnect changed it)."""
-        codec = self.audio_codec
-        ctx = audio.codec_context
-        if codec is None or (codec.name, codec.sample_rate, codec.channels) != (
-                ctx.name, audio.sample_rate, ctx.channels):
-            codec = self.audio_codec = audio_codec(audio, packet)
-        return codec
+    def _codec(self, stream: Any, packet: Any) -> Codec:
+        """The codec of this stream's sound or pictures, described once (again if a
+        reconnect changed it)."""
+        known = self.codecs.get(stream.type)
+        if known is None or self.signatures.get(stream.type) != _signature(stream):
+            known = self.codecs[stream.type] = codec_of(stream, packet)
+            self.signatures[stream.type] = _signature(stream)
+        return known
 
     def _file_pass(self, container: Any, gen: int, offset_s: float) -> tuple[float, int]:
         """One pass over a file from ``start``; returns (end time, frames produced)."""
         video = container.streams.video[0]
         audio = container.streams.audio[0] if container.streams.audio else None
+        decode, copy = self.opts.decode, self.opts.packets
         start = self.opts.start
         vtb = Fraction(video.time_base)
         if start:
@@ -465,9 +544,22 @@ class StreamReader:
                                 packet.pts + (packet.duration or 0)) * packet.time_base <= start):
                         continue  # sound that ends before the start (what overlaps it stays)
                     shift = round(offset_s / packet.time_base) if offset_s else 0
-                    item = audio_packet(packet, self._codec(audio, packet), self.stream, shift)
+                    item = packet_of(packet, self._codec(audio, packet), self.stream, shift)
                     if not self._put_audio(item, gen):
                         break
+                    continue
+                if copy and packet.size:
+                    if self.opts.max_frames and not decode and self.index >= self.opts.max_frames:
+                        return end_s, 0
+                    item = packet_of(packet, self._codec(video, packet), self.stream, v_shift)
+                    if not self._slotted("packet", item, gen, wait=True):
+                        break
+                    if not decode:
+                        self.index += 1
+                        count += 1
+                        if item.time is not None:
+                            end_s = max(end_s, item.time + frame_s)
+                if not decode:
                     continue
                 for vf in self._decode(packet):
                     if start and vf.time is not None and vf.time < start - 1e-6:

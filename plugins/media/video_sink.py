@@ -15,7 +15,7 @@ from pydantic import Field
 from pipeline.core.errors import MediaError, ParameterError
 from pipeline.core.frame import Frame
 from pipeline.core.node import Emit, Params, Port, PortKind, Sink
-from pipeline.core.packets import AudioCodec, AudioPacket
+from pipeline.core.packets import AudioCodec, AudioPacket, VideoPacket
 from pipeline.core.streams import StreamEnded, StreamStarted
 from pipeline.kit.files import prepare_output
 
@@ -119,13 +119,29 @@ class VideoSink(Sink):
     name = "video_sink"
     summary = "encode to a file, HLS or RTSP (H.264 by default), audio copied"
     inputs = (
-        Port("in", PortKind.VIDEO, doc="frames to encode"),
+        Port("in", PortKind.VIDEO, optional=True, doc="frames to encode"),
         Port("audio", PortKind.AUDIO, optional=True, doc="audio packets to copy (SRC.audio)"),
+        Port("packets", PortKind.PACKETS, optional=True,
+             doc="compressed pictures to copy instead of frames (SRC.packets)"),
     )
     Params = VideoSinkParams
     params: VideoSinkParams
     stream_state = ("streams",)
     writes_to = ("path",)
+
+    @classmethod
+    def check_inputs(cls, connected: set[str]) -> str | None:
+        if ("in" in connected) == ("packets" in connected):
+            return ("connect 'input' (frames to encode) or 'packets' (SRC.packets, to copy "
+                    "them), one of the two")
+        return None
+
+    @classmethod
+    def records(cls, params: Params) -> bool:
+        """A file or HLS is a recording: nothing on its way may be dropped. Publishing to
+        an RTSP server is live: there the newest picture matters more."""
+        assert isinstance(params, VideoSinkParams)
+        return not params.path.lower().startswith(("rtsp://", "rtsps://"))
 
     def open(self) -> None:
         p = self.params
@@ -279,7 +295,9 @@ class VideoSink(Sink):
         self._guarded(target, output.write, frame)
 
     def receive(self, port: str, item: Any) -> None:
-        assert port == "audio"
+        if port == "packets":
+            self._packets(item)
+            return
         if isinstance(item, StreamStarted):
             state = self._stream(item.stream)
             state.audio += 1
@@ -300,6 +318,25 @@ class VideoSink(Sink):
             state.ahead = [*state.ahead[-_HELD_AUDIO + 1:], (session, item)]
         elif session == state.video:
             self._sound(state, item)
+
+    def _packets(self, item: Any) -> None:
+        """Copied pictures: their markers are the video side's, their packets its frames."""
+        if isinstance(item, StreamStarted):
+            self.stream_started(item.stream)
+        elif isinstance(item, StreamEnded):
+            self.stream_ended(item.stream)
+        else:
+            assert isinstance(item, VideoPacket)
+            state = self._stream(item.stream)
+            if state.target is None:  # packets without a start marker (a node test)
+                self.stream_started(item.stream)
+            target = state.target
+            assert target is not None
+            output = self._connect(state, target, time.monotonic())
+            if output is None:
+                target.dropped += 1
+                return
+            self._guarded(target, output.write_packet, item)
 
     def _sound(self, state: _Stream, item: AudioPacket) -> None:
         """Write one packet of the current session (held until its output opens)."""

@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 
 from pipeline.core.frame import Frame
 from pipeline.core.node import END, Emit, Params, Port, PortKind, Source
+from pipeline.core.packets import Codec, VideoPacket
 from pipeline.core.streams import StreamEnded
 
 from .live import is_live_url
@@ -23,7 +24,7 @@ log = logging.getLogger("vidgraph")
 #: how often the node runs the watchdog and notices removed streams
 _TICK_S = 0.2
 #: what readers hand over, and the output port each goes to
-_PORTS = {"frame": "video", "audio": "audio", "event": "events"}
+_PORTS = {"frame": "video", "audio": "audio", "packet": "packets", "event": "events"}
 
 
 class VideoSourceParams(Params):
@@ -95,6 +96,11 @@ class VideoSource(Source):
     (connect it to ``video_sink``'s ``audio`` to copy the sound). Frames keep the decoder's
     own picture, so a graph that never reads pixels encodes without converting to RGB.
 
+    ``packets`` hands over the pictures' compressed packets as they came, for a
+    ``video_sink`` to record by copying them (no decoding, no encoding: a recording costs
+    a remux and loses nothing); each connection's copy starts at a keyframe. Pictures are
+    decoded only if something reads ``video``.
+
     A damaged or truncated file is decoded as far as it goes, with one warning naming the
     file and what was lost (counted as ``frames_lost`` and ``damaged_packets`` in
     ``--stats``); ``strict: true`` fails the run instead.
@@ -109,8 +115,10 @@ class VideoSource(Source):
     name = "video_source"
     summary = "decode files, cameras, RTSP/HTTP streams (FFmpeg); reconnects live inputs"
     outputs = (
-        Port("video", PortKind.VIDEO, doc="decoded frames"),
+        Port("video", PortKind.VIDEO, optional=True, doc="decoded frames"),
         Port("audio", PortKind.AUDIO, optional=True, doc="compressed audio packets"),
+        Port("packets", PortKind.PACKETS, optional=True,
+             doc="the pictures' compressed packets, as they came (to record by copying)"),
         Port("events", PortKind.EVENTS, optional=True,
              doc="connected/disconnected/reconnected/gave_up records"),
     )
@@ -126,6 +134,7 @@ class VideoSource(Source):
         self.files: dict[str, Any] = {}
         self.watcher: SourcesWatcher | None = None
         self.expected: int | None = None
+        self.packet_codecs: dict[str, Codec] = {}  # the codec of each stream's last packet
 
     def _entries(self, p: VideoSourceParams) -> list[SourceEntry]:
         if p.sources_file is not None:
@@ -157,7 +166,8 @@ class VideoSource(Source):
             read_timeout=p.read_timeout, format=p.format, options=dict(p.options),
             low_latency=p.low_latency, loop=p.loop, start=p.start, max_frames=p.max_frames,
             backoff_initial=p.reconnect_delay, backoff_max=p.reconnect_max_delay,
-            max_retries=p.max_retries, strict=p.strict, max_pixels=p.max_pixels)
+            max_retries=p.max_retries, strict=p.strict, max_pixels=p.max_pixels,
+            decode=self.context.reads("video"), packets=self.context.reads("packets"))
 
     def open(self) -> None:
         # Files are opened (and checked) now, so a bad path stops the graph before it starts;
@@ -199,6 +209,7 @@ class VideoSource(Source):
                     log.info("node '%s': removing stream '%s'", self.context.name, name)
                     reader.remove()
                     del self.readers[name]
+                    self.packet_codecs.pop(name, None)
                     yield StreamEnded(name, "removed")
             for name, entry in wanted.items():
                 if name not in self.readers:
@@ -217,6 +228,7 @@ class VideoSource(Source):
         ticked = time.monotonic()
         while True:
             if self.context.stopping():
+                yield from self._drain()
                 return
             now = time.monotonic()
             if now - ticked >= _TICK_S:
@@ -233,6 +245,8 @@ class VideoSource(Source):
             current = self.readers.get(reader.stream) is reader
             if kind in _PORTS:
                 reader.taken(kind)
+                if kind == "packet" and current:
+                    yield from self._codec_change(item)
                 if current or kind == "event":  # a removed stream's last frames are dropped
                     yield item if kind == "frame" else Emit(_PORTS[kind], item)
             elif kind == "error":
@@ -247,6 +261,30 @@ class VideoSource(Source):
             elif current:  # "end": the reader is done
                 del self.readers[reader.stream]
                 yield StreamEnded(reader.stream)
+
+    def _drain(self) -> Iterator[Frame | Emit]:
+        """Stopping: the readers stop, and what they already read is handed over (a
+        recording keeps its last second)."""
+        for reader in self.readers.values():
+            reader.remove()
+        while True:
+            try:
+                kind, reader, item = self.queue.get_nowait()
+            except queue.Empty:
+                return
+            if kind in _PORTS and self.readers.get(reader.stream) is reader:
+                reader.taken(kind)
+                yield item if kind == "frame" else Emit(_PORTS[kind], item)
+
+    def _codec_change(self, packet: VideoPacket) -> Iterator[StreamEnded]:
+        """A camera that comes back with other pictures (a new size, a new codec) cannot
+        go on in the same copy: its stream ends, and starts again with this packet."""
+        before = self.packet_codecs.get(packet.stream)
+        self.packet_codecs[packet.stream] = packet.codec
+        if before is not None and before != packet.codec:
+            log.info("node '%s': stream '%s' changed its pictures (%s): a new recording "
+                     "begins", self.context.name, packet.stream, packet.codec.name)
+            yield StreamEnded(packet.stream, "pictures changed")
 
     def close(self) -> None:
         if self.watcher is not None:
