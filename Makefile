@@ -30,7 +30,7 @@ bench: $(BIN)/vidgraph
 gpu-wheels: $(BIN)/vidgraph
 	$(BIN)/pip download -q --only-binary=:all: --python-version 3.12 --implementation cp \
 	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-	  -d .wheels av pydantic mtcnn websocket-client
+	  -d .wheels av pydantic mtcnn websocket-client pillow starlette uvicorn hypothesis
 
 clean:
 	rm -rf $(VENV) out .wheels

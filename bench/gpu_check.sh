@@ -11,7 +11,8 @@
 set -euo pipefail
 out="${OUT:-bench/results}"
 mkdir -p "$out"
-python3 -m pip install -q --no-index --find-links .wheels av pydantic mtcnn websocket-client
+python3 -m pip install -q --no-index --find-links .wheels av pydantic mtcnn websocket-client \
+  pillow starlette uvicorn hypothesis
 python3 -m pip install -q --no-index --no-deps --no-build-isolation -e .
 python3 -c "import torch; assert torch.cuda.is_available(), 'CUDA is not available here'; \
 print(torch.__version__, torch.cuda.get_device_name())" | tee "$out/gpu.txt"

@@ -66,12 +66,12 @@ nodes:
 def test_deep_nesting_is_one_line(tmp_path: Path) -> None:
     deep = "nodes: " + "[" * 20_000 + "]" * 20_000 + "\n"
     error = load_within_limits(deep)
-    assert str(error) == "g.yaml:1:71: nested deeper than 64 levels"
+    assert str(error) == "g.yaml:1:72: nested deeper than 64 levels"
     graph = tmp_path / "deep.yaml"
     graph.write_text(deep)
     result = vidgraph("validate", str(graph))
     assert result.returncode == 2
-    assert result.stderr == f"{graph}:1:71: nested deeper than 64 levels\n"
+    assert result.stderr == f"{graph}:1:72: nested deeper than 64 levels\n"
 
 
 def test_bytes_that_are_not_utf8_are_located(tmp_path: Path) -> None:

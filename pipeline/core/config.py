@@ -126,6 +126,7 @@ def compose(text: str, file: str, line: int = 1) -> tuple[yaml.Node | None, yaml
     if len(text) > MAX_BYTES:
         raise GraphError([Problem(file, line, 1, f"the text is over {MAX_BYTES:,} bytes")])
     try:
+        _check_flow_depth(text, file, line)
         _check_limits(text, file, line)
         loader = yaml.SafeLoader(text)
         try:
@@ -142,6 +143,41 @@ def compose(text: str, file: str, line: int = 1) -> tuple[yaml.Node | None, yaml
 
 def _position(mark: Any, line: int) -> tuple[int, int]:
     return (mark.line + line, mark.column + 1) if mark is not None else (line, 1)
+
+
+_FLOW = re.compile(r"[\[\]{}'\"#\n]")
+
+
+def _check_flow_depth(text: str, file: str, line: int) -> None:
+    """Refuse flow collections (``[[[...``) nested past :data:`MAX_DEPTH` before PyYAML
+    reads them: its scanner looks ahead over the whole run of brackets for a possible key,
+    which takes time that grows with the square of the depth. Quoted text and comments
+    are skipped; a stray bracket inside a plain word can only make this stricter."""
+    depth, quote, comment = 0, "", False
+    row, row_start = 0, 0
+    for match in _FLOW.finditer(text):
+        char = match.group()
+        if char == "\n":
+            row, row_start, comment = row + 1, match.end(), False
+            if quote == "'":
+                continue
+        if comment:
+            continue
+        if quote:
+            if char == quote and not (quote == '"' and text[match.start() - 1] == "\\"):
+                quote = ""
+            continue
+        if char in "'\"":
+            quote = char
+        elif char == "#" and (match.start() == 0 or text[match.start() - 1] in " \t\n"):
+            comment = True
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise GraphError([Problem(file, line + row, match.start() - row_start + 1,
+                                          f"nested deeper than {MAX_DEPTH} levels")])
+        elif char in "]}":
+            depth = max(0, depth - 1)
 
 
 def _check_limits(text: str, file: str, line: int) -> None:

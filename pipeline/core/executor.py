@@ -149,9 +149,10 @@ class Executor:
             dst = self.nodes[conn.dst]
             assert dst.inbox is not None
             settings = dst.spec.settings
-            capacity, policy = self._edge_defaults(conn.src, conn.src_port, dst.spec)
+            capacity, policy = self._edge_defaults(conn.src, conn.src_port, dst.spec,
+                                                   settings.policy)
             edge = Edge(dst.inbox, conn.src, conn.src_port, conn.dst, conn.dst_port,
-                        settings.queue_size or capacity, settings.policy or policy)
+                        settings.queue_size or capacity, policy)
             dst.inbox.edges.append(edge)
             dst.metrics.edges.append(edge)
             self.nodes[conn.src].outputs[conn.src_port].append(edge)
@@ -167,8 +168,10 @@ class Executor:
             grew = len(found) != before
         return found
 
-    def _edge_defaults(self, src: str, port: str, dst: NodeSpec) -> tuple[int, EdgePolicy]:
-        """Capacity and policy of an edge the graph does not configure.
+    def _edge_defaults(self, src: str, port: str, dst: NodeSpec,
+                       asked: EdgePolicy | None) -> tuple[int, EdgePolicy]:
+        """Policy and capacity of an edge: the policy the graph ``asked`` for, else the
+        default for where the edge is; the capacity that goes with that policy.
 
         After a live source, frames drop rather than wait: a slow consumer always gets the
         newest picture, and latency stays bounded. The capacity is small but lets a
@@ -178,18 +181,24 @@ class Executor:
         """
         node = self.nodes[src]
         source = node.instances[0]
-        if not (isinstance(source, Source) and source.live):
-            return DEFAULT_QUEUE_SIZE, DEFAULT_POLICY
         kind = next(p.kind for p in node.spec.outputs if p.name == port)
-        if kind is PortKind.PACKETS or (kind is not PortKind.EVENTS
-                                        and dst.name in self.to_recordings):
-            return BACKLOG_SIZE, EdgePolicy.BACKLOG
+        live = isinstance(source, Source) and source.live
+        policy = asked or self._default_policy(live, kind, dst.name)
+        if policy is EdgePolicy.BACKLOG:
+            return BACKLOG_SIZE, policy
+        if not live:
+            return DEFAULT_QUEUE_SIZE, policy
         if kind is PortKind.VIDEO:
             size = max(LIVE_QUEUE_SIZE, 2 * dst.settings.batch_size, dst.settings.replicas)
-            return size, EdgePolicy.DROP_OLDEST
-        if kind is PortKind.AUDIO:  # small packets; a gap in the sound beats a stalled camera
-            return LIVE_AUDIO_QUEUE_SIZE, EdgePolicy.DROP_OLDEST
-        return LIVE_AUDIO_QUEUE_SIZE, DEFAULT_POLICY
+            return size, policy
+        return LIVE_AUDIO_QUEUE_SIZE, policy  # small packets and events
+
+    def _default_policy(self, live: bool, kind: PortKind, dst: str) -> EdgePolicy:
+        if not live or kind is PortKind.EVENTS:
+            return DEFAULT_POLICY
+        if kind is PortKind.PACKETS or dst in self.to_recordings:
+            return EdgePolicy.BACKLOG
+        return EdgePolicy.DROP_OLDEST  # sound too: a gap in it beats a stalled camera
 
     def expected_frames(self) -> int | None:
         """Frames the sources will produce in all, when every source knows (for the ETA)."""

@@ -98,8 +98,13 @@ class EncodedOutput:
 
     def write(self, frame: Frame) -> None:
         """Encode one frame (the first is held until the second tells the frame rate)."""
+        self._watched(self._write, frame)
+
+    def _watched(self, action: Callable[[Any], None], item: Any) -> None:
+        """``action(item)``; if it raises, the output is marked failed (close() then
+        finalises what was written and adds nothing)."""
         try:
-            self._write(frame)
+            action(item)
         except Exception:
             self.failed = True
             raise
@@ -233,11 +238,7 @@ class EncodedOutput:
     def write_packet(self, item: VideoPacket) -> None:
         """Write one packet of pictures as it is (a recording by copy). The copy starts at
         a keyframe and at the first packet's decoding time."""
-        try:
-            self._copy(item)
-        except Exception:
-            self.failed = True
-            raise
+        self._watched(self._copy, item)
 
     def _copy(self, item: VideoPacket) -> None:
         if self.video is None:
@@ -280,11 +281,7 @@ class EncodedOutput:
 
     def add_audio(self, item: AudioPacket) -> None:
         """Write one audio packet (its stream is created from the first one's codec)."""
-        try:
-            self._add_packet(item)
-        except Exception:
-            self.failed = True
-            raise
+        self._watched(self._add_packet, item)
 
     def _add_packet(self, item: AudioPacket) -> None:
         if self.settings.audio == "none":

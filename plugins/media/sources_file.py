@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,6 +24,8 @@ from pipeline.core.config import decode, expand_env, safe_data
 from pipeline.core.errors import GraphError, ParameterError
 
 log = logging.getLogger("vidgraph")
+#: a file read twice this far apart with the same content is not being written
+SETTLE_S = 0.05
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
@@ -87,7 +90,8 @@ class SourcesWatcher:
     """Polls a sources file and calls ``apply(entries)`` whenever its content changes.
 
     A file that becomes invalid is reported once and ignored until it is fixed: the running
-    cameras stay as they are.
+    cameras stay as they are. A file caught while it is written (read twice, two contents)
+    is left for the next poll, so a half-written list never removes a camera.
     """
 
     def __init__(self, path: str | Path, apply: Callable[[list[SourceEntry]], None],
@@ -113,12 +117,12 @@ class SourcesWatcher:
 
     def poll(self) -> None:
         """Check the file once; apply it if it changed and is valid."""
-        try:  # the content, not the time stamp: two quick edits may share one
-            text: str | None = self.path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            text = None
+        text = self._read()  # the content, not the time stamp: two quick edits share one
         if text is not None and text == self._seen:
             return
+        time.sleep(SETTLE_S)
+        if self._read() != text:
+            return  # being written (an editor that does not write atomically): next time
         self._seen = text
         try:
             entries = load_sources(self.path)
@@ -131,6 +135,12 @@ class SourcesWatcher:
         if entries != self._last:
             self._last = entries
             self.apply(entries)
+
+    def _read(self) -> str | None:
+        try:
+            return self.path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):

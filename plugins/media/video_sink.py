@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -117,7 +118,8 @@ class VideoSink(Sink):
     """
 
     name = "video_sink"
-    summary = "encode to a file, HLS or RTSP (H.264 by default), audio copied"
+    summary = ("encode to a file, HLS or RTSP (H.264 by default), or copy packets; audio "
+               "copied or AAC")
     inputs = (
         Port("in", PortKind.VIDEO, optional=True, doc="frames to encode"),
         Port("audio", PortKind.AUDIO, optional=True, doc="audio packets to copy (SRC.audio)"),
@@ -283,16 +285,21 @@ class VideoSink(Sink):
                 state.ahead.append((session, item))
 
     def write(self, frame: Frame) -> None:
-        state = self._stream(frame.stream)
-        if state.target is None:  # frames without a start marker (a node test): start now
-            self.stream_started(frame.stream)
+        self._picture(frame.stream, frame, EncodedOutput.write)
+
+    def _picture(self, stream: str, item: Frame | VideoPacket,
+                 write: Callable[[EncodedOutput, Any], None]) -> None:
+        """A frame to encode or a packet to copy, into its stream's output."""
+        state = self._stream(stream)
+        if state.target is None:  # pictures without a start marker (a node test): start now
+            self.stream_started(stream)
         target = state.target
         assert target is not None
         output = self._connect(state, target, time.monotonic())
         if output is None:
             target.dropped += 1
             return
-        self._guarded(target, output.write, frame)
+        self._guarded(target, partial(write, output), item)
 
     def receive(self, port: str, item: Any) -> None:
         if port == "packets":
@@ -327,16 +334,7 @@ class VideoSink(Sink):
             self.stream_ended(item.stream)
         else:
             assert isinstance(item, VideoPacket)
-            state = self._stream(item.stream)
-            if state.target is None:  # packets without a start marker (a node test)
-                self.stream_started(item.stream)
-            target = state.target
-            assert target is not None
-            output = self._connect(state, target, time.monotonic())
-            if output is None:
-                target.dropped += 1
-                return
-            self._guarded(target, output.write_packet, item)
+            self._picture(item.stream, item, EncodedOutput.write_packet)
 
     def _sound(self, state: _Stream, item: AudioPacket) -> None:
         """Write one packet of the current session (held until its output opens)."""
