@@ -76,7 +76,8 @@ def test_valid_graph_builds_in_topological_order() -> None:
      nodes:
        src: {plugin: video_source, url: x.mp4}
        out: {plugin: null_sink, input: src.sound}
-     """, "g.yaml:3:35: node 'out': 'src' has no output 'sound' (outputs: video, audio, packets, events)"),
+     """, "g.yaml:3:35: node 'out': 'src' has no output 'sound' (outputs: video, audio, "
+          "packets, events)"),
     ("""\
      nodes:
        src: {plugin: video_source, url: x.mp4}
