@@ -410,34 +410,39 @@ class Executor:
     # -- stages and sinks --------------------------------------------------------------------
 
     def _worker_loop(self, node: _NodeState, replica: int) -> None:
-        inbox = node.inbox
-        assert inbox is not None
         inst, lane = node.instances[replica], node.lanes[replica]
-        accepts = node.accepts(replica)
-        settings = node.spec.settings
-        timeout_s = settings.batch_timeout_ms / 1000.0
         try:
-            while True:
-                got = inbox.get(settings.batch_size, timeout_s, accepts)
-                if got is None:
-                    break
-                ticket, edge, items = got
-                delivery: Delivery | None = None
-                try:
-                    delivery = self._handle(node, inst, lane, edge, items)
-                finally:
-                    # Always pass the ticket, or replicas behind this one would wait forever.
-                    if node.gate is None:
-                        if delivery is not None:
-                            delivery()
-                    else:
-                        node.gate.run(ticket, delivery)
-                if node.failed:
-                    break
+            # both are per thread: entered once for all of this worker's calls
+            with torch.inference_mode(), lane.scope():
+                self._work(node, inst, lane, node.accepts(replica))
         except Exception as exc:
             self._fail(node, exc, None)
         finally:
             self._finish_worker(node)
+
+    def _work(self, node: _NodeState, inst: Node, lane: Lane, accepts: Accepts | None) -> None:
+        """Take, handle and deliver items until the inbox closes or the node fails."""
+        inbox = node.inbox
+        assert inbox is not None
+        settings = node.spec.settings
+        timeout_s = settings.batch_timeout_ms / 1000.0
+        while True:
+            got = inbox.get(settings.batch_size, timeout_s, accepts)
+            if got is None:
+                return
+            ticket, edge, items = got
+            delivery: Delivery | None = None
+            try:
+                delivery = self._handle(node, inst, lane, edge, items)
+            finally:
+                # Always pass the ticket, or replicas behind this one would wait forever.
+                if node.gate is None:
+                    if delivery is not None:
+                        delivery()
+                else:
+                    node.gate.run(ticket, delivery)
+            if node.failed:
+                return
 
     def _handle(self, node: _NodeState, inst: Node, lane: Lane, edge: Edge,
                 items: list[Any]) -> Delivery | None:
@@ -468,12 +473,11 @@ class Executor:
         """Tell the node about a stream starting or ending; the marker goes on after what
         the node returns. None if the node failed."""
         try:
-            with torch.inference_mode(), lane.scope():
-                if isinstance(marker, StreamStarted):
-                    inst.stream_started(marker.stream)
-                    held: Iterable[Any] = ()
-                else:
-                    held = lane.seal(list(inst.stream_ended(marker.stream)))
+            if isinstance(marker, StreamStarted):
+                inst.stream_started(marker.stream)
+                held: Iterable[Any] = ()
+            else:
+                held = lane.seal(list(inst.stream_ended(marker.stream)))
         except Exception as exc:
             if node.spec.settings.on_error is OnError.FAIL or self.aborted.is_set():
                 self._fail(node, NodeError(node.name, exc, stream=marker.stream), None,
@@ -534,16 +538,17 @@ class Executor:
 
     @staticmethod
     def _call(inst: Node, lane: Lane, frames: list[Frame]) -> list[Any]:
-        with torch.inference_mode(), lane.scope():
-            lane.admit(frames)
-            if not inst.any_device:  # the one move to the node's device, at its input
-                frames = [f.to(inst.device) for f in frames]
-            if isinstance(inst, Sink):
-                for frame in frames:
-                    inst.write(frame)
-                return []
-            assert isinstance(inst, Stage)
-            return list(lane.seal(inst.run(frames)))
+        """Frames into a node, on the worker's thread (already in inference mode and in
+        the node's lane)."""
+        lane.admit(frames)
+        if not inst.any_device:  # the one move to the node's device, at its input
+            frames = [f.to(inst.device) for f in frames]
+        if isinstance(inst, Sink):
+            for frame in frames:
+                inst.write(frame)
+            return []
+        assert isinstance(inst, Stage)
+        return list(lane.seal(inst.run(frames)))
 
     def _finish_worker(self, node: _NodeState) -> None:
         """The last worker of a node flushes every instance, sends EOS on, closes them all."""

@@ -270,6 +270,7 @@ class Stage(Node):
 
     inputs = (Port("in"),)
     outputs = (Port("out"),)
+    _batched: ClassVar[bool] = False
 
     def process(self, frame: Frame) -> Result:
         """Handle one frame; return what goes downstream (None drops it)."""
@@ -284,11 +285,15 @@ class Stage(Node):
     @classmethod
     def batched(cls) -> bool:
         """Whether the class handles batches (overrides ``process_batch``)."""
-        return cls.process_batch is not Stage.process_batch
+        return cls._batched
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._batched = cls.process_batch is not Stage.process_batch  # once, not per frame
 
     def run(self, frames: list[Frame]) -> list[Result]:
         """One result per frame, from whichever of the two methods the class overrides."""
-        if self.batched():
+        if self._batched:
             results = list(self.process_batch(frames))
             if len(results) != len(frames):
                 raise RuntimeError(f"{type(self).__name__}.process_batch returned "
