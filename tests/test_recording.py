@@ -13,12 +13,18 @@ import hashlib
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import av
 import pytest
 import yaml
+
+from pipeline.core import config
+from pipeline.core.executor import Executor
+from pipeline.core.graph import build_graph
+from pipeline.core.registry import Registry
 
 from .conftest import ROOT, RUN, ffprobe, stream
 from .live_servers import Camera, has_gstreamer, need
@@ -104,3 +110,29 @@ def test_four_cameras_recorded_by_copy_keep_every_frame_on_a_busy_machine(
         complaints = [line for line in decoded.stderr.splitlines()
                       if "non monotonically increasing dts to muxer" not in line]
         assert decoded.returncode == 0 and not complaints, complaints[:5]
+
+
+def test_a_slow_reencoded_recording_keeps_a_backlog_and_holds_no_one_back(
+        tmp_path: Path) -> None:
+    """Pictures at 20 fps through a stage that manages 12 on their way to a recording: the
+    recording gets every one (the edge from the camera keeps a counted backlog), and a
+    branch beside it gets them as they come, never held back."""
+    out = tmp_path / "slow.mp4"
+    doc = config.loads(json.dumps({"nodes": {
+        "cam": {"python": "tests.helpers:Noise", "fps": 20},
+        "slow": {"plugin": "identity", "input": "cam", "delay_ms": 80},
+        "rec": {"plugin": "video_sink", "input": "slow", "path": str(out),
+                "preset": "ultrafast"},
+        "side": {"python": "tests.helpers:Arrivals", "input": "cam", "key": "side"}}}))
+    executor = Executor(build_graph(doc, Registry.from_entry_points(), allow_python=True))
+    stopper = threading.Timer(3.0, executor.stop)
+    stopper.start()
+    result = executor.run()
+    sent = result.metrics.nodes["cam"].frames_out
+    edge = result.metrics.nodes["slow"].snapshot()["inputs"]["cam.out -> slow.in"]
+    assert edge["policy"] == "backlog" and edge["dropped"] == 0
+    assert edge["max_depth"] >= 10  # the backlog grew while the stage fell behind
+    assert int(stream(ffprobe(out), "video")["nb_read_frames"]) == sent
+    side = result.metrics.nodes["side"]
+    assert side.frames_in == sent
+    assert max(side.latencies) < 0.5  # the branch beside it was never held back
