@@ -62,3 +62,48 @@ def _node_psnr(device: str, half: bool) -> float:
 @pytest.mark.gpu
 def test_the_node_in_half_precision_on_cuda_scores_as_on_the_cpu():
     assert abs(_node_psnr("cuda", half=True) - _node_psnr("cpu", half=False)) < 0.1
+
+
+def _through_node(frame_image: torch.Tensor, **params: object) -> torch.Tensor:
+    """A uint8 RGB picture through the denoise node; returns RGB floats (3, H, W) in 0..1."""
+    from pipeline.core.frame import Frame
+    from pipeline.kit.testing import run_node
+
+    (out,) = run_node("denoise", [Frame.from_image(frame_image)], **params)
+    return out.image.permute(2, 0, 1).float() / 255
+
+
+@pytest.mark.parametrize("model", ["gray", "gray-light"])
+def test_a_gray_frame_is_denoised_with_the_noise_it_has(model):
+    """A gray picture (R = G = B, as from a night-mode camera) with noise of sigma 25, 8-bit:
+    its luma carries all of that noise, so sigma 25 is what the node must ask for, and the
+    blind estimate must find it too."""
+    from skimage import data
+
+    from plugins.denoise.noise import estimate_sigma
+
+    clean = torch.from_numpy(data.camera()).float() / 255
+    noisy = gaussian(clean[None, None], 25.0, torch.Generator().manual_seed(3)).clamp(0, 1)
+    noisy8 = (noisy[0, 0] * 255).round().byte()
+    frame = noisy8[..., None].expand(-1, -1, 3).contiguous()  # the same noise in R, G, B
+    given = psnr(_through_node(frame, model=model, sigma=25)[0], clean)
+    blind = psnr(_through_node(frame, model=model, sigma="auto")[0], clean)
+    undershot = psnr(_through_node(frame, model=model, sigma=25 * 0.668)[0], clean)
+    assert given > undershot + 0.5  # what a 0.668 scale did to gray footage
+    assert given > psnr(noisy8.float() / 255, clean) + 5
+    assert abs(blind - given) < 0.5
+    rgb = frame.permute(2, 0, 1)[None].float() / 255
+    assert estimate_sigma(rgb).item() == pytest.approx(25, rel=0.15)  # not 25 * sqrt(3)
+
+
+def test_a_colour_frame_keeps_the_luma_scale():
+    """Independent noise of sigma 25 in R, G and B leaves 0.668 x 25 in the luma: a gray
+    model on a colour frame asks for that, as before."""
+    from skimage import data
+
+    clean = torch.from_numpy(data.astronaut()).float().permute(2, 0, 1) / 255
+    noisy = gaussian(clean[None], 25.0, torch.Generator().manual_seed(4)).clamp(0, 1)[0]
+    frame = (noisy * 255).round().byte().permute(1, 2, 0).contiguous()
+    given = psnr(_through_node(frame, model="gray-light", sigma=25), clean)
+    as_if_gray = psnr(_through_node(frame, model="gray-light", sigma=25 / 0.668), clean)
+    assert given > as_if_gray

@@ -17,7 +17,7 @@ from pipeline.kit.batching import group_by_size
 from pipeline.kit.images import LUMA, luma, shrunk_size, to_float, to_uint8
 
 from .apply import denoise_rgb, load
-from .noise import camera, estimate_sigma, gaussian
+from .noise import camera, estimate_sigma, gaussian, gray_pictures
 from .temporal import merge
 
 #: noise of the BT.601 luma of three channels with independent noise of 1
@@ -179,9 +179,10 @@ class Denoise(Stage):
         if p.sigma == "auto":
             sigma = estimate_sigma(luma(small) if gray else small)
         else:
-            # the luma of three channels with noise sigma carries 0.668 sigma
-            sigma = torch.full((n,), float(p.sigma) * (LUMA_NOISE if gray else 1.0),
-                               device=small.device)
+            sigma = torch.full((n,), float(p.sigma), device=small.device)
+            if gray:  # the luma of three channels with independent noise sigma carries
+                # 0.668 sigma; of a gray picture (one noise in all three), all of it
+                sigma = sigma * torch.where(gray_pictures(small), 1.0, LUMA_NOISE)
         clean = denoise_rgb(self.net, small.to(self.dtype), sigma.to(self.dtype), p.tile)
         clean = clean.float()
         if clean.shape[-2:] != (height, width):

@@ -45,13 +45,23 @@ def camera(images: torch.Tensor, shot: float | torch.Tensor, read: float | torch
     return to_srgb(linear + std * noise)
 
 
+def gray_pictures(images: torch.Tensor) -> torch.Tensor:
+    """Which of ``images`` (N, C, H, W) are gray: every channel the same (a night-mode
+    infrared camera, black and white film). Their noise is the same in every channel."""
+    if images.shape[1] == 1:
+        return torch.ones(images.shape[0], dtype=torch.bool, device=images.device)
+    return (images[:, 1:] == images[:, :1]).flatten(1).all(1)
+
+
 def estimate_sigma(images: torch.Tensor) -> torch.Tensor:
     """Blind estimate of white Gaussian noise (0..255 scale), one per picture of
     ``images`` (N, C, H, W) in 0..1: the median absolute deviation of the finest diagonal
     Haar wavelet band over 0.6745 (Donoho and Johnstone 1994), taken over the flatter half
     of the picture (where the band holds noise, not texture or edges)."""
     x = images.mean(1, keepdim=True) if images.shape[1] > 1 else images
-    mix = images.shape[1] ** 0.5  # averaging C channels divides their noise by sqrt(C)
+    # averaging C channels divides independent noise by sqrt(C); a gray picture's channels
+    # carry one and the same noise, which averaging keeps
+    mix = torch.where(gray_pictures(images), 1.0, images.shape[1] ** 0.5).to(images.dtype)
     height, width = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
     x = x[..., :height, :width]
     haar = torch.tensor([[[[0.5, -0.5], [-0.5, 0.5]]], [[[0.5, 0.5], [0.5, 0.5]]]],
