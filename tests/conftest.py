@@ -6,12 +6,16 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from plugins.media.clips import make_clip
+
+from .live_servers import Camera, has_gstreamer, need
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = [sys.executable, str(ROOT / "run.py")]
@@ -47,6 +51,22 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """10 s, 320x240, 30 fps H.264 + AAC."""
     return make_clip(tmp_path_factory.mktemp("media") / "long.mp4", seconds=10.0)
+
+
+@pytest.fixture
+def cameras() -> Iterator[Callable[..., Camera]]:
+    """Start RTSP cameras on demand (skipped without GStreamer); all are stopped at the end."""
+    need("GStreamer's RTSP server", has_gstreamer())
+    started: list[Camera] = []
+
+    def start(**kwargs: Any) -> Camera:
+        camera = Camera(**kwargs).start()
+        started.append(camera)
+        return camera
+
+    yield start
+    for camera in started:
+        camera.stop()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

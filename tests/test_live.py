@@ -10,7 +10,6 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,25 +24,9 @@ from pipeline.kit.testing import run_graph
 
 from .conftest import ROOT, RUN, ffprobe, stream
 from .helpers import Record
-from .live_servers import Browser, Camera, Receiver, has_gstreamer, need
+from .live_servers import Browser, Camera, Receiver, has_gstreamer, need, wait_for
 
 GSTREAMER = has_gstreamer()
-
-
-@pytest.fixture
-def cameras() -> Iterator[Callable[..., Camera]]:
-    """Start RTSP cameras on demand; all are stopped at the end."""
-    need("GStreamer's RTSP server", GSTREAMER)
-    started: list[Camera] = []
-
-    def start(**kwargs: Any) -> Camera:
-        camera = Camera(**kwargs).start()
-        started.append(camera)
-        return camera
-
-    yield start
-    for camera in started:
-        camera.stop()
 
 
 class Running:
@@ -66,17 +49,6 @@ class Running:
         assert not self.thread.is_alive(), "the graph did not stop"
         assert self.result is not None
         return self.result
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``check`` until it returns something true."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def events(path: Path) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ from pipeline.core.executor import Executor, RunResult, RunStatus
 from pipeline.core.graph import build_graph
 from pipeline.core.registry import Registry
 
-from .live_servers import Browser, need
+from .live_servers import Browser, need, wait_for
 
 CRAFTED = "<img src=x onerror=window.pwned=1>"
 
@@ -86,16 +86,6 @@ def watch(url: str, receive_buffer: int | None = None) -> socket.socket:
     client.settimeout(5)
     assert client.recv(12).startswith(b"HTTP/1.1 ")
     return client
-
-
-def wait_for(condition: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 @pytest.mark.parametrize("served", [{"stream": CRAFTED}], indirect=True)

@@ -23,6 +23,7 @@ from ..core.metrics import Progress
 from ..core.registry import Registry
 from ..kit import training
 from ..kit.files import prepare_output
+from ..kit.monitoring import Address, Monitor
 from .describe import describe, json_schema, plugin_table, to_dot, to_mermaid
 from .memory import keep_freed_memory
 
@@ -48,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     run = graph_command("run", "run a graph")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress line, only errors")
     run.add_argument("--stats", metavar="FILE.json", help="write per-node figures as JSON")
+    run.add_argument("--metrics", metavar="[HOST:]PORT",
+                     help="serve /metrics (Prometheus), /healthz and /readyz there (host "
+                          "127.0.0.1 unless given; overrides the graph's 'metrics:')")
     run.add_argument("--sources", metavar="[NODE=]FILE.yaml",
                      help="the streams of a multi-stream source, from a YAML list of "
                           "{stream, url}; edits to the file add and remove them while running "
@@ -160,7 +164,24 @@ def _check_writable(path: str, option: str) -> None:
 def _run(graph: Graph, args: argparse.Namespace) -> int:
     if args.stats:
         _check_writable(args.stats, "--stats")
+    where = "--metrics" if args.metrics else f"{graph.file}: metrics"
+    address = args.metrics or graph.metrics
+    listen = Address.parse(address, where) if address else None
     executor = Executor(graph)
+    monitor = Monitor(executor.metrics, graph.name, listen) if listen is not None else None
+    if monitor is not None:
+        try:  # before the nodes open: health says "starting" while models load
+            monitor.start()
+        except MediaError as exc:
+            raise ParameterError(f"{where}: {exc}") from None
+    try:
+        return _execute(executor, args)
+    finally:
+        if monitor is not None:
+            monitor.stop()
+
+
+def _execute(executor: Executor, args: argparse.Namespace) -> int:
     progress: Progress | None = None
 
     def started() -> None:

@@ -30,6 +30,7 @@ from .edge import BACKLOG_SIZE, DEFAULT_POLICY, EOS, Accepts, Edge, EdgePolicy, 
 from .errors import NodeError, VidgraphError, describe_exception
 from .frame import Frame
 from .graph import DEFAULT_QUEUE_SIZE, Graph, NodeSpec, OnError
+from .health import Phase
 from .metrics import Metrics, NodeMetrics
 from .node import Emit, Node, NodeContext, PortKind, Sink, Source, Stage
 from .ordering import TicketGate
@@ -119,7 +120,7 @@ class Executor:
         self.graph = graph
         self.stop_requested = threading.Event()
         self.aborted = threading.Event()
-        self.metrics = Metrics(list(graph.nodes))
+        self.metrics = Metrics(list(graph.nodes), self.stop_requested)
         self.error: NodeError | None = None
         self._error_lock = threading.Lock()
         self.nodes: dict[str, _NodeState] = {}
@@ -306,6 +307,7 @@ class Executor:
                 self._threads.append(thread)
         for thread in self._threads:
             thread.start()
+        self.metrics.phase = Phase.RUNNING
         if on_started is not None:
             on_started()
         for thread in self._threads:
@@ -313,6 +315,7 @@ class Executor:
                 thread.join(0.1)
         self.metrics.finished = time.monotonic()
         self.close_all()
+        self.metrics.phase = Phase.FINISHED
         if self.error is not None:
             status = RunStatus.FAILED
         elif self.aborted.is_set():
@@ -383,6 +386,7 @@ class Executor:
             reason = "stopped" if self.stop_requested.is_set() else "end of stream"
             for port, names in streams.items():
                 for stream in sorted(names):
+                    self.metrics.streams.ended(node.name, stream)
                     self._emit(node, Emit(port, StreamEnded(stream, reason)))
             self._send_eos(node)
             self._close(node, source)
@@ -390,8 +394,10 @@ class Executor:
     def _from_source(self, node: _NodeState, item: Any, streams: dict[str, set[str]]) -> None:
         """Emit one item a source yielded, with the stream markers it implies on its port:
         a stream's first frame (or audio packet) is preceded by ``StreamStarted``, and its
-        ``StreamEnded`` goes down every port where the stream was started."""
+        ``StreamEnded`` goes down every port where the stream was started. Frames and
+        events also tell the stream board how the stream is doing."""
         if isinstance(item, StreamEnded):
+            self.metrics.streams.ended(node.name, item.stream)
             for name, open_here in streams.items():
                 if item.stream in open_here:
                     open_here.discard(item.stream)
@@ -401,6 +407,11 @@ class Executor:
             node.default_out, item)
         started = streams.get(port) if port is not None else None
         stream = getattr(payload, "stream", None)
+        if isinstance(payload, Frame):
+            self.metrics.streams.frame(node.name, payload.stream)
+            node.metrics.handled((payload.stream,))
+        elif port in node.event_ports and isinstance(payload, dict):
+            self.metrics.streams.event(node.name, payload)
         if port is not None and started is not None and isinstance(stream, str) \
                 and stream not in started:
             started.add(stream)
@@ -499,6 +510,8 @@ class Executor:
             metrics.busy_s += time.perf_counter() - started
             if isinstance(inst, Sink):  # a sink's latency is capture to written
                 metrics.latencies.extend(now - f.captured for f in frames if f.captured)
+        metrics.handled((f.stream for f in frames),
+                        [now - f.captured for f in frames if f.captured])
         return results
 
     def _process(self, node: _NodeState, inst: Node, lane: Lane,

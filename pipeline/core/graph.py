@@ -19,7 +19,9 @@ from .errors import GraphError, PluginNotFound, Problem, VidgraphError, suggest
 from .node import Node, Params, Port, Source, Stage
 from .registry import Registry, load_python_class
 
-TOP_LEVEL_KEYS = ("name", "description", "device", "nodes")
+TOP_LEVEL_KEYS = ("name", "description", "device", "metrics", "nodes")
+#: ``metrics:``: a port, or HOST:PORT, for /metrics and the health checks
+_ADDRESS = re.compile(r"^((\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):)?\d{1,5}$")
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
@@ -84,6 +86,7 @@ class Graph:
     device: str
     nodes: dict[str, NodeSpec]
     connections: list[Connection]
+    metrics: str | None = None  #: where to serve /metrics and the health checks (HOST:PORT)
 
 
 def build_graph(doc: Document, registry: Registry, *, allow_python: bool = False) -> Graph:
@@ -112,6 +115,10 @@ class _Builder:
         device = data.get("device", "auto")
         if not isinstance(device, str) or not _DEVICE.match(device):
             self.fail(("device",), f"device '{device}' must be auto, cpu, cuda or cuda:N")
+        metrics = data.get("metrics")
+        if metrics is not None and (isinstance(metrics, bool) or not _ADDRESS.match(str(metrics))
+                                    or int(str(metrics).rpartition(":")[2]) > 65535):
+            self.fail(("metrics",), f"metrics '{metrics}' must be a port or HOST:PORT")
         nodes_data = data.get("nodes")
         if not isinstance(nodes_data, dict) or not nodes_data:
             self.fail(("nodes",), "the graph needs a 'nodes:' mapping with at least one node")
@@ -137,6 +144,7 @@ class _Builder:
             device=device,
             nodes={n: specs[n] for n in order},
             connections=connections,
+            metrics=None if metrics is None else str(metrics),
         )
 
     def _node_class(self, name: str, body: Any) -> type[Node] | None:

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import bisect
 import json
 import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from .edge import Edge, EdgePolicy
+from .health import Phase, StreamBoard
 
 LATENCY_SAMPLES = 4096
+#: upper bounds (seconds) of the capture-to-node latency histogram's buckets
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 @dataclass
@@ -34,7 +38,26 @@ class NodeMetrics:
     counters: dict[str, int] = field(default_factory=dict)  #: what the node counts, by name
     #: per-stream state entries the node holds now (set by the executor)
     held: Callable[[], int] | None = None
+    #: frames handled (a source's: produced), by stream
+    stream_frames: dict[str, int] = field(default_factory=dict)
+    #: capture-to-node latencies: counts per bucket of :data:`LATENCY_BUCKETS` (+ the rest)
+    latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    latency_sum: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def handled(self, streams: Iterable[str], latencies: Iterable[float] = ()) -> None:
+        """Frames of ``streams`` were handled, ``latencies`` seconds after their capture."""
+        with self._lock:
+            for stream in streams:
+                self.stream_frames[stream] = self.stream_frames.get(stream, 0) + 1
+            for seconds in latencies:
+                self.latency_counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+                self.latency_sum += seconds
+
+    def histogram(self) -> tuple[list[int], float, dict[str, int]]:
+        """(bucket counts, sum of latencies, frames by stream), read together."""
+        with self._lock:
+            return list(self.latency_counts), self.latency_sum, dict(self.stream_frames)
 
     def count(self, what: str, n: int = 1) -> None:
         """Add ``n`` to the counter ``what``; safe from any thread."""
@@ -79,10 +102,20 @@ class NodeMetrics:
 class Metrics:
     """All nodes' metrics plus run totals."""
 
-    def __init__(self, names: list[str]) -> None:
+    def __init__(self, names: list[str], stop_requested: threading.Event | None = None) -> None:
         self.nodes = {n: NodeMetrics() for n in names}
         self.started = time.monotonic()
         self.finished: float | None = None
+        self.phase = Phase.STARTING  #: set by the executor: starting, running, finished
+        self.stop_requested = stop_requested
+        self.streams = StreamBoard()
+
+    def current_phase(self) -> Phase:
+        """The run's phase; a running graph asked to stop (or failing) is stopping."""
+        if self.phase is Phase.RUNNING and self.stop_requested is not None \
+                and self.stop_requested.is_set():
+            return Phase.STOPPING
+        return self.phase
 
     def elapsed(self) -> float:
         """Seconds since the run started (until it finished)."""

@@ -139,6 +139,12 @@ class NodeContext:
         if self.metrics is not None:
             self.metrics.nodes[self.name].skip()
 
+    def watch(self, stream: str, timeout_s: float | None) -> None:
+        """A source starts reading ``stream``: the health checks fail while a live stream
+        sends no frame for ``timeout_s`` seconds (None: the stream may pause)."""
+        if self.metrics is not None:
+            self.metrics.streams.watch(self.name, stream, timeout_s)
+
     def count(self, what: str, n: int = 1) -> None:
         """Add ``n`` to this node's counter ``what`` (``--stats`` shows it), from any
         thread: damaged packets, frames lost, drops inside a node."""

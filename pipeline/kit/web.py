@@ -1,6 +1,7 @@
 """One embedded HTTP server for what a running graph serves (the preview page and its
-pictures; metrics and health checks are meant to join it): Starlette on uvicorn, in a
-thread of its own, with the limits a server reachable from a browser needs.
+pictures, ``/metrics``, ``/healthz`` and ``/readyz``): Starlette on uvicorn, in a thread of
+its own, with the limits a server reachable from a browser needs. Whatever asks for the
+same address gets the same server (:func:`share`), its routes added beside the others.
 
 Limits: at most ``max_connections`` connections at once (uvicorn answers 503 beyond);
 idle keep-alive connections close after ``keep_alive_s``; routes that stream (MJPEG) bound
@@ -72,6 +73,23 @@ class WebServer:
             time.sleep(0.01)
         return self.port
 
+    def add_routes(self, routes: Sequence[BaseRoute]) -> None:
+        """Serve ``routes`` too; a path another part already serves is refused."""
+        taken = {getattr(r, "path", None) for r in self.app.router.routes}
+        clash = sorted(str(p) for r in routes if (p := getattr(r, "path", None)) in taken)
+        if clash:
+            raise MediaError(f"{self.host}:{self.port} already serves {', '.join(clash)}")
+        self.app.router.routes.extend(routes)
+
+    def remove_routes(self, routes: Sequence[BaseRoute]) -> None:
+        """Stop serving ``routes``."""
+        self.app.router.routes[:] = [r for r in self.app.router.routes if r not in routes]
+
+    def url(self, path: str = "/") -> str:
+        """The address of ``path`` on this server."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}{path}"
+
     def _run(self) -> None:
         async def serve() -> None:
             self.loop = asyncio.get_running_loop()
@@ -103,3 +121,49 @@ async def send_within(send: Callable[[dict[str, Any]], Any], message: dict[str, 
     """``send(message)``, or :class:`TimeoutError` if the client has not taken it within
     ``timeout_s`` (uvicorn's ``send`` waits while the client's socket is full)."""
     await asyncio.wait_for(send(message), timeout_s)
+
+
+#: servers shared by address, with how many parts use each
+_shared: dict[tuple[str, int], tuple[WebServer, int]] = {}
+_shared_lock = threading.Lock()
+
+
+def share(routes: Sequence[BaseRoute], host: str, port: int, *,
+          max_connections: int = 64) -> WebServer:
+    """A started server on ``host``:``port`` serving ``routes``: the one already there when
+    another part of this process asked for that address (port 0: always a new one, on a
+    free port). Give it back with :func:`release`."""
+    with _shared_lock:
+        found = _shared.get((host, port)) if port else None
+        if found is not None:
+            server, users = found
+            server.add_routes(routes)
+            _shared[(host, port)] = (server, users + 1)
+            return server
+        server = WebServer(routes, host, port, max_connections=max_connections)
+        server.start()
+        _shared[(host, server.port)] = (server, 1)
+        return server
+
+
+def release(server: WebServer, routes: Sequence[BaseRoute]) -> None:
+    """Stop serving ``routes``; the server stops when no part uses it any more."""
+    with _shared_lock:
+        key = (server.host, server.port)
+        _, users = _shared.get(key, (server, 1))
+        if users > 1:
+            _shared[key] = (server, users - 1)
+            server.remove_routes(routes)
+            return
+        _shared.pop(key, None)
+    server.stop()
+
+
+def serving(path: str) -> WebServer | None:
+    """The shared server that serves ``path``, if any (the preview page links to the
+    metrics)."""
+    with _shared_lock:
+        for server, _ in _shared.values():
+            if any(getattr(r, "path", None) == path for r in server.app.router.routes):
+                return server
+    return None

@@ -21,7 +21,8 @@ from starlette.types import Receive, Scope, Send
 from pipeline.core.errors import MediaError
 from pipeline.core.frame import Frame
 from pipeline.core.node import Emit, Params, Sink
-from pipeline.kit.web import WebServer, send_within
+from pipeline.kit import web
+from pipeline.kit.web import send_within
 
 log = logging.getLogger("vidgraph")
 _BOUNDARY = "vidgraphframe"
@@ -38,6 +39,7 @@ td, th { padding: 0.2em 0.8em; text-align: right; border-bottom: 1px solid #333;
 td:first-child, th:first-child { text-align: left; }
 </style></head>
 <body><h1 id="title"></h1>
+<nav id="links"></nav>
 <div class="streams" id="streams"></div>
 <table id="nodes"><thead><tr><th>node</th><th>fps</th><th>frames</th><th>latency p50 ms</th>
 <th>latency p95 ms</th><th>drops</th><th>queue</th></tr></thead><tbody></tbody></table>
@@ -82,6 +84,13 @@ async function refresh() {
     rows.push(row);
   }
   document.querySelector("#nodes tbody").replaceChildren(...rows);
+  const links = [];
+  for (const [label, url] of Object.entries(stats.links || {})) {
+    const link = text("a", label);
+    link.href = url;
+    links.push(link, document.createTextNode(" "));
+  }
+  document.getElementById("links").replaceChildren(...links);
   previous = stats;
 }
 refresh(); setInterval(refresh, 1000);
@@ -142,11 +151,11 @@ class Preview(Sink):
         self.lock = threading.Lock()  # pictures: the node's thread adds, the server reads
         self.viewers = 0
         self.closing = False
-        self.server = WebServer(self._routes(), self.params.host, self.params.port,
+        self.routes = self._routes()
+        self.server = web.share(self.routes, self.params.host, self.params.port,
                                 max_connections=self.params.max_viewers + 16)
-        self.port = self.server.start()
-        log.info("node '%s': preview on http://%s:%d/", self.context.name, self.params.host,
-                 self.port)
+        self.port = self.server.port
+        log.info("node '%s': preview on %s", self.context.name, self.server.url())
 
     def _routes(self) -> list[Route]:
         return [Route("/", self._page), Route("/index.html", self._page),
@@ -190,7 +199,7 @@ class Preview(Sink):
             pictures = list(self.pictures.values())
         for picture in pictures:
             self.server.call_soon(self._publish, picture, None)
-        self.server.stop()
+        web.release(self.server, self.routes)
 
     # -- the server's side (its own loop) ----------------------------------------------------
 
@@ -215,6 +224,9 @@ class Preview(Sink):
             document["streams"] = sorted(self.pictures)
         document["title"] = self.context.name
         document["viewers"] = self.viewers
+        document["links"] = {path.strip("/"): path if server is self.server else server.url(path)
+                             for path in ("/metrics", "/healthz", "/readyz")
+                             if (server := web.serving(path)) is not None}
         return JSONResponse(document, headers={"Cache-Control": "no-store"})
 
     async def _video(self, request: Request) -> Response:

@@ -190,8 +190,10 @@ class VideoSource(Source):
 
     def _start(self, entry: SourceEntry) -> None:
         stop = self.context.stop_requested or threading.Event()
-        reader = StreamReader(self.context.name, entry.stream, entry.url,
-                              self._options(entry.url), self.queue, stop, self.context.count,
+        options = self._options(entry.url)
+        self.context.watch(entry.stream, options.read_timeout if options.live else None)
+        reader = StreamReader(self.context.name, entry.stream, entry.url, options, self.queue,
+                              stop, self.context.count,
                               container=self.files.pop(entry.stream, None))
         self.readers[entry.stream] = reader
         reader.start()
