@@ -10,12 +10,14 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -220,3 +222,89 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+class Broker:
+    """Debian's mosquitto on a loopback port: anonymous, or with one user and password;
+    with TLS when given a certificate and key. Can be killed and started again on the
+    same port."""
+
+    def __init__(self, folder: Path, *, user: tuple[str, str] | None = None,
+                 tls: tuple[Path, Path] | None = None) -> None:
+        self.folder = folder
+        self.port = free_port()
+        lines = [f"listener {self.port} 127.0.0.1", "persistence false"]
+        if os.geteuid() == 0:  # else it becomes user 'mosquitto', who cannot read our files
+            lines.append("user root")
+        if user is None:
+            lines.append("allow_anonymous true")
+        else:
+            passwords = folder / "passwords"
+            subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), *user], check=True,
+                           capture_output=True)
+            lines += ["allow_anonymous false", f"password_file {passwords}"]
+        if tls is not None:
+            lines += [f"certfile {tls[0]}", f"keyfile {tls[1]}"]
+        self.config = folder / "mosquitto.conf"
+        self.config.write_text("\n".join(lines) + "\n")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Broker:
+        """Start listening; returns once it does."""
+        deadline = time.monotonic() + 10
+        self.proc = subprocess.Popen(["mosquitto", "-c", str(self.config)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        while not listening(self.port):
+            if self.proc.poll() is not None:
+                if time.monotonic() > deadline:  # the port may linger a moment after a kill
+                    raise RuntimeError(f"mosquitto did not start: {self.proc.stderr.read()!r}")
+                time.sleep(0.2)
+                self.proc = subprocess.Popen(["mosquitto", "-c", str(self.config)],
+                                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            time.sleep(0.02)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: clients learn it from their sockets."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def has_mosquitto() -> bool:
+    """Whether Debian's mosquitto broker is installed."""
+    return shutil.which("mosquitto") is not None and shutil.which("mosquitto_passwd") is not None
+
+
+class Listener:
+    """A subscriber to ``topic`` that keeps (topic, payload) of what it gets, subscribing
+    again after a broker restart."""
+
+    def __init__(self, broker: Broker, topic: str = "vidgraph/#", *,
+                 tls_ca: Path | None = None) -> None:
+        self.messages: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        if tls_ca is not None:
+            self.client.tls_set(ca_certs=str(tls_ca))
+        self.subscribed = threading.Event()
+        self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda *_: self.subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(1, 1)
+        self.client.connect("127.0.0.1", broker.port)
+        self.client.loop_start()
+        wait_for(self.subscribed.is_set, 5, "the subscription")
+
+    def _on_message(self, _client: Any, _userdata: Any, message: Any) -> None:
+        with self.lock:
+            self.messages.append((message.topic, message.payload.decode()))
+
+    def on(self, topic: str) -> list[str]:
+        """The payloads that came on ``topic``, in order."""
+        with self.lock:
+            return [payload for t, payload in self.messages if t == topic]
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()

@@ -24,7 +24,17 @@ from pipeline.kit.testing import run_graph
 
 from .conftest import ROOT, RUN, ffprobe, stream
 from .helpers import Record
-from .live_servers import Browser, Camera, Receiver, has_gstreamer, need, wait_for
+from .live_servers import (
+    Broker,
+    Browser,
+    Camera,
+    Listener,
+    Receiver,
+    has_gstreamer,
+    has_mosquitto,
+    need,
+    wait_for,
+)
 
 GSTREAMER = has_gstreamer()
 
@@ -291,15 +301,20 @@ def test_slow_stage_behind_a_live_camera(cameras, policy: str):
         assert latency[-1] > latency[10] + 1.0, "latency grows when nothing may drop"
 
 
-def test_cameras_graph_follows_its_sources_file(cameras, tmp_path: Path):
-    """graphs/cameras.yaml with --sources: cameras are added and removed while it runs."""
+def test_cameras_graph_follows_its_sources_file(cameras, tmp_path: Path, monkeypatch):
+    """graphs/cameras.yaml with --sources: cameras are added and removed while it runs; their
+    events reach the MQTT broker named by $MQTT_URL."""
+    need("Debian's mosquitto", has_mosquitto())
+    broker = Broker(tmp_path).start()
+    listener = Listener(broker)
+    monkeypatch.setenv("MQTT_URL", f"mqtt://127.0.0.1:{broker.port}")
     a, b = cameras(), cameras(audio=False)
     sources = tmp_path / "cams.yaml"
     sources.write_text(yaml.safe_dump([{"stream": "a", "url": a.url}]))
     ev = tmp_path / "events.jsonl"
     proc = spawn(ROOT / "graphs" / "cameras.yaml", "--sources", str(sources), "-q",
                  "--set", f"rec.path={tmp_path}/{{stream}}.mp4", "--set", "view.port=0",
-                 "--set", f"log.path={ev}")
+                 "--set", f"log.path={ev}", "--metrics", "0")
 
     def frames(name: str) -> int:
         try:  # fragmented: readable while being written, once its first fragment is out
@@ -323,8 +338,14 @@ def test_cameras_graph_follows_its_sources_file(cameras, tmp_path: Path):
     assert frames("a") == count_a, "camera a was removed"
     assert frames("b") > count_b + 20, "camera b goes on"
     code, err = interrupt(proc)
+    listener.stop()
+    broker.kill()
     assert code == 130, err
     assert "adding stream 'b'" in err and "removing stream 'a'" in err
+    for name in ("a", "b"):
+        published = [json.loads(p) for p in listener.on(f"vidgraph/cameras/{name}/events")]
+        assert published[0]["event"] == "connected" and published[0]["stream"] == name
+    assert listener.on("vidgraph/cameras/status") == ["online", "offline"]
     assert stream(ffprobe(tmp_path / "a.mp4"), "audio") is not None
     assert stream(ffprobe(tmp_path / "b.mp4"), "audio") is None  # b has no microphone
 

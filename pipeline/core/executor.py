@@ -138,7 +138,8 @@ class Executor:
                 raise NodeError(name, exc) from None
             consumed = frozenset(c.src_port for c in self.graph.connections if c.src == name)
             context = NodeContext(name, device, self.stop_requested, frozenset(spec.inputs),
-                                  self.metrics, str(spec.settings.on_error), consumed)
+                                  self.metrics, str(spec.settings.on_error), consumed,
+                                  self.graph.name)
             try:
                 instances = [spec.cls(spec.params, context) for _ in range(spec.settings.replicas)]
             except Exception as exc:

@@ -124,6 +124,7 @@ class NodeContext:
     #: names of the output ports some node reads (a source need not decode what no one
     #: reads); None when not known (every output then counts as read)
     consumed: frozenset[str] | None = None
+    graph: str = "graph"  #: the graph's name (MQTT topics name it)
 
     def reads(self, port: str) -> bool:
         """Whether some node reads output ``port``."""
