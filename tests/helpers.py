@@ -266,3 +266,25 @@ class Noise(Source):
                                    stream=p.stream, index=index, captured=time.monotonic())
             index += 1
             time.sleep(1 / p.fps)
+
+
+class EventAtParams(Params):
+    index: int = Field(description="frame index at which the event is emitted")
+
+
+class EventAt(Stage):
+    """Sends ``{"event": "motion", "stream": ...}`` on ``events`` when frame ``index`` passes
+    (a stand-in for a motion detector or a tracker's track start)."""
+
+    name = "event_at"
+    summary = "one event at a frame index"
+    outputs = (Port("out"), Port("events", PortKind.EVENTS))
+    Params = EventAtParams
+    params: EventAtParams
+    any_device = True
+
+    def process(self, frame: Frame) -> list[Frame | Emit]:
+        if frame.index != self.params.index:
+            return [frame]
+        return [frame, Emit("events", {"event": "motion", "stream": frame.stream,
+                                       "index": frame.index})]

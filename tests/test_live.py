@@ -314,7 +314,9 @@ def test_cameras_graph_follows_its_sources_file(cameras, tmp_path: Path, monkeyp
     ev = tmp_path / "events.jsonl"
     proc = spawn(ROOT / "graphs" / "cameras.yaml", "--sources", str(sources), "-q",
                  "--set", f"rec.path={tmp_path}/{{stream}}.mp4", "--set", "view.port=0",
-                 "--set", f"log.path={ev}", "--metrics", "0")
+                 "--set", f"log.path={ev}", "--metrics", "0",
+                 "--set", f"clips.path={tmp_path}/clips/{{stream}}-{{start}}.mp4",
+                 "--set", f"clip_log.path={tmp_path}/clips.jsonl")
 
     def frames(name: str) -> int:
         try:  # fragmented: readable while being written, once its first fragment is out
