@@ -68,12 +68,14 @@ class Camera:
     the same port, frozen (SIGSTOP) and thawed."""
 
     def __init__(self, *, fps: int = 30, audio: bool = True, path: str = "/cam",
-                 gop: int = 15, size: tuple[int, int] = (320, 240)) -> None:
+                 gop: int = 15, size: tuple[int, int] = (320, 240),
+                 film: Path | None = None) -> None:
         self.fps = fps
         self.audio = audio
         self.path = path
         self.gop = gop  # frames between keyframes: a new viewer's first picture waits for one
         self.size = size
+        self.film = film  # an MP4 to play (at its pace) instead of the test pattern
         self.port = 0
         self.proc: subprocess.Popen[str] | None = None
 
@@ -89,6 +91,8 @@ class Camera:
                 "--height", str(self.size[1])]
         if not self.audio:
             args.append("--no-audio")
+        if self.film is not None:
+            args += ["--file", str(self.film)]
         deadline = time.monotonic() + 10
         while True:
             self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

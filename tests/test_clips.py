@@ -137,3 +137,43 @@ def test_any_event_on_the_events_input_triggers_a_clip(film: Path, tmp_path: Pat
     assert record["end"] == pytest.approx(record["triggered_at"] + POST, abs=2 / FPS)
     assert Path(record["path"]).name == f"src-{record['triggered_at']:.3f}.mp4"
     assert stream(ffprobe(record["path"]), "audio") is None  # no sound asked for
+
+
+def test_a_live_camera_showing_the_face_at_5_s_gives_a_clip_of_its_own_packets(
+        cameras, film: Path, tmp_path: Path) -> None:
+    camera = cameras(film=film)
+    result = run_graph({"nodes": {
+        "src": {"plugin": "video_source", "url": camera.url, "max_frames": 300},
+        "faces": {"plugin": "mtcnn", "input": "src", "every": 2},
+        "rec": {"plugin": "video_sink", "packets": "src.packets",
+                "path": str(tmp_path / "all.mp4")},
+        "clips": {"plugin": "clip_sink", "trigger": "faces", "packets": "src.packets",
+                  "audio": "src.audio", "path": str(tmp_path / "{stream}-{n}.mp4"),
+                  "pre_roll": PRE, "post_roll": POST, "min_free_mb": 0},
+        "log": {"plugin": "jsonl_sink", "events": "clips.events",
+                "path": str(tmp_path / "clips.jsonl")}}})
+    assert result.status is RunStatus.OK, result.error
+    records = [json.loads(line) for line in (tmp_path / "clips.jsonl").read_text().splitlines()]
+    assert len(records) == 1, records
+    record = records[0]
+    # the camera's timeline starts at the first picture the client could decode, a keyframe
+    # of the film: the face comes at 5 s of the film, 4 or 5 s after that
+    seen = record["triggered_at"]
+    assert FACE_FROM - 1.1 <= seen <= FACE_FROM + 0.1
+    assert seen - PRE - GOP / FPS - 0.05 <= record["start"] <= seen - PRE + 0.05
+    assert record["end"] == pytest.approx(seen + FACE_UNTIL - FACE_FROM + POST, abs=3 / FPS)
+    clip = Path(record["path"])
+    with av.open(str(clip)) as container:
+        pictures = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    middle = round((seen + 1 - record["start"]) * FPS)
+    assert np.abs(pictures[middle][60:180, 100:220].astype(int) - 110).mean() > 30
+    info = ffprobe(clip)
+    assert int(stream(info, "video")["nb_read_frames"]) == pytest.approx(
+        (record["end"] - record["start"]) * FPS, abs=1)
+    assert stream(info, "audio") is not None
+    # the camera's packets as the full recording holds them, from the clip's start on
+    recorded = packets(tmp_path / "all.mp4")
+    offset = recorded[0][0]  # both outputs start at 0: the recording at the first picture
+    kept = [data for t, data in recorded
+            if record["start"] - 1e-3 <= t + offset < record["end"] - 1e-3]
+    assert [data for _, data in packets(clip)] == kept

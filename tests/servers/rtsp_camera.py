@@ -22,7 +22,12 @@ from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 
 
 def launch_line(args: argparse.Namespace) -> str:
-    """The gst-launch description of the served media."""
+    """The gst-launch description of the served media: a test pattern, or an MP4 film
+    (H.264 + AAC) played at its own pace from its start, for each new session."""
+    if args.file:
+        audio = "d.audio_0 ! queue ! aacparse ! rtpmp4apay name=pay1 pt=97" if args.audio else ""
+        return (f"( filesrc location={args.file} ! qtdemux name=d d.video_0 ! queue "
+                f"! h264parse ! rtph264pay name=pay0 pt=96 config-interval=1 {audio} )")
     video = (f"videotestsrc is-live=true pattern={args.pattern} "
              f"! video/x-raw,width={args.width},height={args.height},framerate={args.fps}/1 "
              f"! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={args.gop} "
@@ -42,6 +47,7 @@ def main() -> int:
     parser.add_argument("--gop", type=int, default=15, help="frames between keyframes")
     parser.add_argument("--pattern", default="ball")
     parser.add_argument("--no-audio", dest="audio", action="store_false")
+    parser.add_argument("--file", help="serve this MP4 (H.264 + AAC) instead of a pattern")
     args = parser.parse_args()
 
     Gst.init(None)
@@ -50,7 +56,7 @@ def main() -> int:
     server.set_service(str(args.port))
     factory = GstRtspServer.RTSPMediaFactory()
     factory.set_launch(launch_line(args))
-    factory.set_shared(True)
+    factory.set_shared(not args.file)  # a film starts from its beginning for every client
     server.get_mount_points().add_factory(args.path, factory)
     if server.attach(None) == 0:
         print(f"cannot listen on 127.0.0.1:{args.port}", file=sys.stderr)
