@@ -328,11 +328,15 @@ def test_cameras_graph_follows_its_sources_file(cameras, tmp_path: Path, monkeyp
     def connected() -> list[str]:
         return [e["stream"] for e in events(ev) if e["event"] == "connected"]
 
-    wait_for(lambda: connected() == ["a"], 15, "camera a")
-    sources.write_text(yaml.safe_dump([{"stream": "a", "url": a.url},
-                                       {"stream": "b", "url": b.url}]))
-    wait_for(lambda: connected() == ["a", "b"], 15, "camera b to be added")
-    wait_for(lambda: frames("b"), 10, "camera b's first fragment")
+    try:
+        wait_for(lambda: connected() == ["a"], 15, "camera a")
+        sources.write_text(yaml.safe_dump([{"stream": "a", "url": a.url},
+                                           {"stream": "b", "url": b.url}]))
+        wait_for(lambda: connected() == ["a", "b"], 15, "camera b to be added")
+        wait_for(lambda: frames("b"), 20, "camera b's first fragment")
+    except AssertionError as exc:  # say what the graph said
+        _, err = interrupt(proc)
+        raise AssertionError(f"{exc}; the graph said: {err}") from None
     sources.write_text(yaml.safe_dump([{"stream": "b", "url": b.url}]))
     time.sleep(1.5)
     count_a, count_b = frames("a"), frames("b")
