@@ -25,7 +25,8 @@ class MtcnnParams(Params):
     max_side: int | None = Field(None, ge=48, description="detect on a copy scaled so its "
                                  "longer side is at most this (boxes mapped back)")
     every: int = Field(1, ge=1, description="detect every N frames of a stream; the frames "
-                       "between keep the last result")
+                       "between keep the last result (meta detected: false; a track node "
+                       "after gives them predicted boxes)")
     half: bool = Field(False, description="fp16 on CUDA")
 
 
@@ -57,7 +58,7 @@ class Mtcnn(Stage):
 
     def process_batch(self, frames: list[Frame]) -> list[Frame]:
         found: dict[int, Detections] = {}
-        todo: list[int] = []
+        todo: list[int] = []  # the frames detection runs on (the others: meta detected false)
         for i, frame in enumerate(frames):
             last = self.last.get(frame.stream)
             if last is not None and frame.index - last[0] < self.params.every:
@@ -70,7 +71,9 @@ class Mtcnn(Stage):
             for i, dets in zip(indices, self._detect(images), strict=True):
                 found[i] = dets
                 self.last[frames[i].stream] = (frames[i].index, dets)
-        return [f.with_meta(detections=found[i]) for i, f in enumerate(frames)]
+        ran = set(todo)
+        return [f.with_meta(detections=found[i], detected=i in ran)
+                for i, f in enumerate(frames)]
 
     def _detect(self, images: torch.Tensor) -> list[Detections]:
         height, width = images.shape[1:3]

@@ -1,0 +1,1 @@
+"""Multi-object tracking: stable ids across frames for any detector's boxes."""
