@@ -18,7 +18,7 @@ import torch
 from pipeline.core.executor import RunStatus
 from pipeline.core.frame import Detections, Frame
 from pipeline.core.node import NodeContext
-from pipeline.kit.testing import run_graph
+from pipeline.kit.testing import run_graph, run_node
 from plugins.track.node import Track
 from plugins.track.tracker import Tracker, TrackerSettings, iou
 
@@ -166,3 +166,16 @@ def test_every_3_with_tracking_stays_close_to_every_1(tmp_path: Path) -> None:
     events = [json.loads(line) for line in (tmp_path / "events3.jsonl").read_text().splitlines()]
     assert [e["event"] for e in events] == ["track_start", "track_end"]  # one person
     assert events[1]["track_id"] == 1 and events[1]["hits"] >= 25
+
+
+def test_draw_colours_boxes_by_track_id() -> None:
+    frames = [frame_with(i, [[20 + i, 40, 80 + i, 110], [200 - i, 60, 260 - i, 130]])
+              for i in range(6)]
+    node = Track(Track.Params(), NodeContext("ids", torch.device("cpu")))
+    node.open()
+    tracked = [item for f in frames for item in node.process(f) if isinstance(item, Frame)]
+    assert tracked[-1].detections.extra["track_id"] == (1, 2)
+    drawn = run_node("draw", [tracked[-1]], scores=False, landmarks=False)[0].image.numpy()
+    left = tuple(drawn[100, 25])  # on the left box's left edge
+    right = tuple(drawn[100, 195])  # on the right box's left edge
+    assert left == (255, 127, 14) and right == (44, 160, 44)  # ids 1 and 2

@@ -12,6 +12,9 @@ from pipeline.core.node import Params, Stage
 
 #: landmark colours (RGB): eyes, nose, mouth corners
 _POINT_COLOURS = ((0, 160, 255), (0, 160, 255), (255, 200, 0), (255, 60, 60), (255, 60, 60))
+#: box colours of tracked objects, by track id (RGB; Tableau's ten)
+_TRACK_COLOURS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+                  (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
 
 
 class DrawParams(Params):
@@ -21,13 +24,16 @@ class DrawParams(Params):
     scores: bool = Field(True, description="write each box's score (its label's, if labelled)")
     landmarks: bool = Field(True, description="mark the landmarks")
     labels: bool = Field(True, description="write labels (per box, and the frame's label)")
+    track_ids: bool = Field(True, description="write each tracked box's id (#7) and colour "
+                            "it by its id")
 
 
 class Draw(Stage):
     """Draws what earlier nodes found: each box with its score and label, the landmarks,
-    and the frame's own label in the corner. Line widths and text scale with the picture,
-    so the overlay stays readable from 240p to 4K. Frames without detections pass through
-    untouched.
+    and the frame's own label in the corner. After a ``track`` node each box shows its id
+    in a colour of its own; a predicted box (no detection in this frame) is drawn thin.
+    Line widths and text scale with the picture, so the overlay stays readable from 240p
+    to 4K. Frames without detections pass through untouched.
 
     ```yaml
     nodes:
@@ -58,15 +64,22 @@ class Draw(Stage):
             # a labelled box shows how sure its label is, else how sure the detection is
             shown = dets.label_scores if dets.label_scores is not None else dets.scores
             scores = shown.cpu().tolist()
+            ids = dets.extra.get("track_id") if p.track_ids else None
+            predicted = dets.extra.get("predicted")
             for k, (x1, y1, x2, y2) in enumerate(boxes):
-                cv2.rectangle(image, (x1, y1), (x2, y2), p.color, thick)
+                colour = p.color
                 text = []
+                if ids is not None and ids[k] is not None:
+                    colour = _TRACK_COLOURS[int(ids[k]) % len(_TRACK_COLOURS)]
+                    text.append(f"#{ids[k]}")
+                guessed = predicted is not None and bool(predicted[k])
+                cv2.rectangle(image, (x1, y1), (x2, y2), colour, 1 if guessed else thick)
                 if p.labels and dets.labels is not None:
                     text.append(dets.labels[k])
                 if p.scores:
                     text.append(f"{scores[k]:.2f}")
                 if text:
-                    _text(image, " ".join(text), (x1, y1), font, thick, p.color)
+                    _text(image, " ".join(text), (x1, y1), font, thick, colour)
             if p.landmarks and dets.landmarks is not None:
                 for points in dets.landmarks.cpu().round().int().tolist():
                     for (x, y), colour in zip(points, _POINT_COLOURS, strict=False):
