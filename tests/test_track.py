@@ -22,6 +22,8 @@ from pipeline.kit.testing import run_graph, run_node
 from plugins.track.node import Track
 from plugins.track.tracker import Tracker, TrackerSettings, iou
 
+from .conftest import ffprobe, stream, vidgraph
+
 #: a path: time (s) -> box (x1, y1, x2, y2), or None where the detector misses it
 Path_ = Callable[[float], tuple[float, float, float, float] | None]
 
@@ -179,3 +181,26 @@ def test_draw_colours_boxes_by_track_id() -> None:
     left = tuple(drawn[100, 25])  # on the left box's left edge
     right = tuple(drawn[100, 195])  # on the right box's left edge
     assert left == (255, 127, 14) and right == (44, 160, 44)  # ids 1 and 2
+
+
+def test_faces_tracked_graph_writes_one_track_end_per_person(tmp_path: Path) -> None:
+    person = tmp_path / "person.mp4"
+    made = vidgraph("run", "graphs/demo.yaml", "-q", "--set", "src.duration=2",
+                    "--set", f"out.path={person}", "--set", f"log.path={tmp_path / 'd.jsonl'}",
+                    "--set", "view.landmarks=false", "--set", "view.scores=false",
+                    "--set", "view.color=[128,128,128]")
+    assert made.returncode == 0, made.stderr
+    out, people = tmp_path / "tracked.mp4", tmp_path / "people.jsonl"
+    result = vidgraph("run", "graphs/faces_tracked.yaml", "-q", "--set", f"src.url={person}",
+                      "--set", f"out.path={out}", "--set", f"people.path={people}",
+                      "--set", f"frames.path={tmp_path / 'frames.jsonl'}")
+    assert result.returncode == 0, result.stderr
+    assert int(stream(ffprobe(out), "video")["nb_read_frames"]) == 60
+    events = [json.loads(line) for line in people.read_text().splitlines()]
+    assert [(e["event"], e["track_id"]) for e in events] == [("track_start", 1),
+                                                             ("track_end", 1)]
+    assert events[1]["last_time"] >= 1.9 and events[1]["hits"] >= 18
+    frames = [json.loads(line) for line in (tmp_path / "frames.jsonl").read_text().splitlines()]
+    ids = [d["track_id"] for f in frames[3:] for d in f["detections"]]
+    print("track ids after the first frames:", ids)
+    assert set(ids) <= {1, None} and ids.count(1) >= 0.9 * len(ids)  # None: a stray box

@@ -350,7 +350,7 @@ class _Builder:
                     self.fail(("nodes", name), f"node '{name}': output '{port.name}' is not used "
                               "(connect it to a sink, e.g. null_sink)", key=True)
             if spec.outputs and all(p.optional for p in spec.outputs) and not any(
-                    src == name for src, _ in used) and not issubclass(spec.cls, Stage):
+                    src == name for src, _ in used) and issubclass(spec.cls, Source):
                 names = ", ".join(p.name for p in spec.outputs)
                 self.fail(("nodes", name), f"node '{name}': none of its outputs ({names}) is "
                           "used", key=True)

@@ -111,7 +111,8 @@ class ClipSink(Sink):
         Port("audio", PortKind.AUDIO, optional=True, doc="its sound (SRC.audio)"),
         Port("events", PortKind.EVENTS, optional=True, doc="records that trigger a clip"),
     )
-    outputs = (Port("events", PortKind.EVENTS, doc="one record per finished clip"),)
+    outputs = (Port("events", PortKind.EVENTS, optional=True,
+                    doc="one record per finished clip"),)
     Params = ClipSinkParams
     params: ClipSinkParams
     stream_state = ("buffers",)

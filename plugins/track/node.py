@@ -65,7 +65,8 @@ class Track(Stage):
 
     name = "track"
     summary = "stable ids per object (Kalman + Hungarian, two stages by score)"
-    outputs = (Port("out"), Port("events", PortKind.EVENTS, doc="track_start/track_end"))
+    outputs = (Port("out"), Port("events", PortKind.EVENTS, optional=True,
+                                 doc="track_start/track_end"))
     Params = TrackParams
     params: TrackParams
     any_device = True  # boxes only: the pixels stay where they are
