@@ -107,7 +107,9 @@ class Tracker:
                                    track.hits, 0.0, sigma[id(track)], i, track))
         seen = {id(tr) for tr in matched.values()}
         for track in self.tracks:
-            if track.id is not None and id(track) not in seen:
+            # where detection did not run, tentative tracks are predicted too: a face that
+            # has just appeared must not vanish from the frames between detections
+            if (track.id is not None or boxes is None) and id(track) not in seen:
                 out.append(Box(kalman.to_boxes(track.mean[None])[0], track.score, track.id,
                                True, t - track.first, track.hits, t - track.last,
                                sigma[id(track)], None, track))
