@@ -50,8 +50,9 @@ class Track(Stage):
     ``sigma`` (how uncertain its centre is, px). A confirmed track not seen in a frame (a
     turned head) gets its predicted box, marked ``predicted``, until it ends ``max_age``
     seconds after its last detection; on a frame where detection did not run (``mtcnn
-    every: N``) every track, tentative ones too, gets its predicted box. The ``events`` output says ``track_start`` and ``track_end`` (first and last
-    time, best score and the index of its frame), one record per object.
+    every: N``) every track, tentative ones too, gets its predicted box. The ``events``
+    output says ``track_start`` and ``track_end`` (first and last time, best score and the
+    index of its frame), one record per object.
 
     ```yaml
     nodes:
