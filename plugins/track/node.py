@@ -114,23 +114,26 @@ def _detections(out: list[Box], dets: Detections | None) -> Detections:
     """The tracker's boxes as ``Detections``: the frame's own detections first (their
     landmarks, labels and extra fields kept), then the predicted boxes."""
     k = len(out)
-    boxes = torch.tensor(np.array([b.box for b in out]).reshape(k, 4), dtype=torch.float32)
-    scores = torch.tensor([b.score for b in out], dtype=torch.float32)
-    predicted = [b for b in out if b.predicted]
+    boxes = torch.from_numpy(np.array([b.box for b in out], np.float32).reshape(k, 4))
+    numbers = np.array([(b.score, b.age, b.lost, b.sigma) for b in out],
+                       np.float32).reshape(k, 4)
+    predicted = [j for j, b in enumerate(out) if b.predicted]
     landmarks = None
-    detected_marks = dets is not None and dets.landmarks is not None
-    if detected_marks or any(b.track is not None and b.track.landmarks is not None
-                             for b in predicted):
-        landmarks = torch.full((k, 5, 2), float("nan"))
-        for j, b in enumerate(out):
-            if b.det is not None and dets is not None and dets.landmarks is not None:
-                landmarks[j] = dets.landmarks[b.det].float().cpu()
-            elif b.track is not None and b.track.landmarks is not None:
+    found = len(out) - len(predicted)  # the detections come first, in their order
+    if dets is not None and dets.landmarks is not None:
+        landmarks = torch.zeros(k, 5, 2)
+        landmarks[:found] = dets.landmarks.float().cpu()
+    elif any(b.track is not None and b.track.landmarks is not None
+             for b in out[found:]):
+        landmarks = torch.zeros(k, 5, 2)
+    if landmarks is not None:
+        for j in predicted:
+            track = out[j].track
+            if track is not None and track.landmarks is not None:
                 # the latest landmarks, moved with the box
-                shift = (b.box[:2] + b.box[2:]) / 2 - (b.track.last_box[:2]
-                                                       + b.track.last_box[2:]) / 2
-                landmarks[j] = torch.from_numpy(b.track.landmarks + shift).float()
-        landmarks = torch.nan_to_num(landmarks)
+                shift = (out[j].box[:2] + out[j].box[2:] - track.last_box[:2]
+                         - track.last_box[2:]) / 2
+                landmarks[j] = torch.from_numpy(track.landmarks + shift).float()
     labels = None
     if dets is not None and dets.labels is not None:
         labels = tuple(dets.labels[b.det] if b.det is not None else
@@ -141,14 +144,17 @@ def _detections(out: list[Box], dets: Detections | None) -> Detections:
             float(dets.label_scores[b.det]) if b.det is not None else
             (b.track.label_score if b.track is not None and b.track.label_score is not None
              else 0.0) for b in out])
+    flags = np.zeros(k, bool)
+    flags[predicted] = True
+    table = torch.from_numpy(numbers)
     fields: dict[str, Any] = {
         "track_id": tuple(b.track_id for b in out),
-        "predicted": torch.tensor([b.predicted for b in out], dtype=torch.bool),
-        "age": torch.tensor([round(b.age, 3) for b in out], dtype=torch.float32),
-        "lost": torch.tensor([round(b.lost, 3) for b in out], dtype=torch.float32),
+        "predicted": torch.from_numpy(flags),
+        "age": table[:, 1].round(decimals=3),
+        "lost": table[:, 2].round(decimals=3),
         "hits": torch.tensor([b.hits for b in out], dtype=torch.int32),
-        "sigma": torch.tensor([b.sigma for b in out], dtype=torch.float32),
+        "sigma": table[:, 3].clone(),
     }
     if dets is not None and not predicted:
         fields = {**dets.extra, **fields}  # the detector's own per-box fields stay
-    return Detections(boxes, scores, landmarks, labels, label_scores, fields)
+    return Detections(boxes, table[:, 0].clone(), landmarks, labels, label_scores, fields)
