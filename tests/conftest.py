@@ -53,6 +53,18 @@ def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_clip(tmp_path_factory.mktemp("media") / "long.mp4", seconds=10.0)
 
 
+def person_clip(path: Path, seconds: float = 2.0) -> Path:
+    """A clip of ``testsrc``'s panned face (made with graphs/demo.yaml, its overlay grey
+    and without scores or landmarks, so a detector finds the face and nothing else)."""
+    made = vidgraph("run", "graphs/demo.yaml", "-q", "--set", f"src.duration={seconds:g}",
+                    "--set", f"out.path={path}",
+                    "--set", f"log.path={path.with_suffix('.jsonl')}",
+                    "--set", "view.landmarks=false", "--set", "view.scores=false",
+                    "--set", "view.color=[128,128,128]")
+    assert made.returncode == 0, made.stderr
+    return path
+
+
 @pytest.fixture
 def cameras() -> Iterator[Callable[..., Camera]]:
     """Start RTSP cameras on demand (skipped without GStreamer); all are stopped at the end."""

@@ -16,7 +16,7 @@ from pipeline.core.frame import Frame
 from pipeline.kit.testing import run_node
 from plugins.mtcnn.face_crops import TEMPLATES, similarity
 
-from .conftest import ffprobe, stream, vidgraph
+from .conftest import ffprobe, person_clip, stream, vidgraph
 from .test_mtcnn_detector import composite, iou
 
 TEMPLATE_112 = TEMPLATES["arcface"]
@@ -123,12 +123,7 @@ def test_faces_graph_draws_detections_on_a_clip(tmp_path: Path) -> None:
 
 
 def test_anonymize_graph_keeps_the_sound_and_hides_the_face(tmp_path: Path, clip: Path) -> None:
-    person = tmp_path / "person.mp4"
-    made = vidgraph("run", "graphs/demo.yaml", "-q", "--set", "src.duration=2",
-                    "--set", f"out.path={person}", "--set", f"log.path={tmp_path / 'd.jsonl'}",
-                    "--set", "view.landmarks=false", "--set", "view.scores=false",
-                    "--set", "view.color=[128,128,128]")
-    assert made.returncode == 0, made.stderr
+    person = person_clip(tmp_path / "person.mp4")
     out = tmp_path / "anon.mp4"
     result = vidgraph("run", "graphs/anonymize.yaml", "-q", "--set", f"src.url={person}",
                       "--set", f"out.path={out}")
@@ -140,7 +135,7 @@ def test_anonymize_graph_keeps_the_sound_and_hides_the_face(tmp_path: Path, clip
                      "--set", f"out.path={tmp_path / 'x.mp4'}", "--set", f"log.path={check}")
     assert again.returncode == 0, again.stderr
     before = [json.loads(line)["detections"] for line in
-              (tmp_path / "d.jsonl").read_text().splitlines()]
+              (tmp_path / "person.jsonl").read_text().splitlines()]
     after = [json.loads(line)["detections"] for line in check.read_text().splitlines()]
     assert all(len(d) == 1 for d in before)
     for was, now in zip(before, after, strict=True):  # (a stray false positive may remain)

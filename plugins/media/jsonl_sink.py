@@ -14,6 +14,12 @@ from pipeline.core.frame import Frame
 from pipeline.core.node import Params, Port, PortKind, Sink
 from pipeline.kit.files import prepare_output
 
+#: the inputs of a sink that describes frames and events (``jsonl_sink``, ``mqtt_sink``)
+RECORD_INPUTS = (
+    Port("in", PortKind.VIDEO, optional=True, doc="frames to describe"),
+    Port("events", PortKind.EVENTS, optional=True, doc="event records (SRC.events)"),
+)
+
 
 class JsonlSinkParams(Params):
     """Parameters of ``jsonl_sink``."""
@@ -39,10 +45,7 @@ class JsonlSink(Sink):
 
     name = "jsonl_sink"
     summary = "one JSON line per frame (detections, labels, timestamps) or per event"
-    inputs = (
-        Port("in", PortKind.VIDEO, optional=True, doc="frames to describe"),
-        Port("events", PortKind.EVENTS, optional=True, doc="event records (SRC.events)"),
-    )
+    inputs = RECORD_INPUTS
     Params = JsonlSinkParams
     params: JsonlSinkParams
     writes_to = ("path",)

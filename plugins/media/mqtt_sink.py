@@ -17,9 +17,9 @@ from pydantic import Field, field_validator
 
 from pipeline.core.errors import MediaError, ParameterError
 from pipeline.core.frame import Frame
-from pipeline.core.node import Params, Port, PortKind, Sink
+from pipeline.core.node import Params, Sink
 
-from .jsonl_sink import frame_record
+from .jsonl_sink import RECORD_INPUTS, frame_record
 from .live import redact, shown, userinfo
 
 log = logging.getLogger("vidgraph")
@@ -96,10 +96,7 @@ class MqttSink(Sink):
 
     name = "mqtt_sink"
     summary = "JSON messages per frame and per event to an MQTT broker, with a last will"
-    inputs = (
-        Port("in", PortKind.VIDEO, optional=True, doc="frames to describe"),
-        Port("events", PortKind.EVENTS, optional=True, doc="event records (SRC.events)"),
-    )
+    inputs = RECORD_INPUTS
     Params = MqttSinkParams
     params: MqttSinkParams
 
