@@ -53,10 +53,13 @@ def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_clip(tmp_path_factory.mktemp("media") / "long.mp4", seconds=10.0)
 
 
-def person_clip(path: Path, seconds: float = 2.0) -> Path:
-    """A clip of ``testsrc``'s panned face (made with graphs/demo.yaml, its overlay grey
-    and without scores or landmarks, so a detector finds the face and nothing else)."""
-    made = vidgraph("run", "graphs/demo.yaml", "-q", "--set", f"src.duration={seconds:g}",
+@pytest.fixture(scope="session")
+def person_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """2 s of ``testsrc``'s panned face (made with graphs/demo.yaml, its overlay grey and
+    without scores or landmarks, so a detector finds the face and nothing else); what
+    demo.yaml found is beside it, as ``person.jsonl``."""
+    path = tmp_path_factory.mktemp("person") / "person.mp4"
+    made = vidgraph("run", "graphs/demo.yaml", "-q", "--set", "src.duration=2",
                     "--set", f"out.path={path}",
                     "--set", f"log.path={path.with_suffix('.jsonl')}",
                     "--set", "view.landmarks=false", "--set", "view.scores=false",

@@ -16,7 +16,7 @@ from pipeline.core.frame import Frame
 from pipeline.kit.testing import run_node
 from plugins.mtcnn.face_crops import TEMPLATES, similarity
 
-from .conftest import ffprobe, person_clip, stream, vidgraph
+from .conftest import ffprobe, stream, vidgraph
 from .test_mtcnn_detector import composite, iou
 
 TEMPLATE_112 = TEMPLATES["arcface"]
@@ -122,8 +122,9 @@ def test_faces_graph_draws_detections_on_a_clip(tmp_path: Path) -> None:
     assert int(stream(ffprobe(out), "video")["nb_read_frames"]) == 30
 
 
-def test_anonymize_graph_keeps_the_sound_and_hides_the_face(tmp_path: Path, clip: Path) -> None:
-    person = person_clip(tmp_path / "person.mp4")
+def test_anonymize_graph_keeps_the_sound_and_hides_the_face(tmp_path: Path, clip: Path,
+                                                            person_clip: Path) -> None:
+    person = person_clip
     out = tmp_path / "anon.mp4"
     result = vidgraph("run", "graphs/anonymize.yaml", "-q", "--set", f"src.url={person}",
                       "--set", f"out.path={out}")
@@ -135,7 +136,7 @@ def test_anonymize_graph_keeps_the_sound_and_hides_the_face(tmp_path: Path, clip
                      "--set", f"out.path={tmp_path / 'x.mp4'}", "--set", f"log.path={check}")
     assert again.returncode == 0, again.stderr
     before = [json.loads(line)["detections"] for line in
-              (tmp_path / "person.jsonl").read_text().splitlines()]
+              person.with_suffix(".jsonl").read_text().splitlines()]
     after = [json.loads(line)["detections"] for line in check.read_text().splitlines()]
     assert all(len(d) == 1 for d in before)
     for was, now in zip(before, after, strict=True):  # (a stray false positive may remain)

@@ -22,7 +22,7 @@ from pipeline.kit.testing import run_graph, run_node
 from plugins.track.node import Track
 from plugins.track.tracker import Tracker, TrackerSettings, iou
 
-from .conftest import ffprobe, person_clip, stream, vidgraph
+from .conftest import ffprobe, stream, vidgraph
 
 #: a path: time (s) -> box (x1, y1, x2, y2), or None where the detector misses it
 Path_ = Callable[[float], tuple[float, float, float, float] | None]
@@ -183,8 +183,9 @@ def test_draw_colours_boxes_by_track_id() -> None:
     assert left == (255, 127, 14) and right == (44, 160, 44)  # ids 1 and 2
 
 
-def test_faces_tracked_graph_writes_one_track_end_per_person(tmp_path: Path) -> None:
-    person = person_clip(tmp_path / "person.mp4")
+def test_faces_tracked_graph_writes_one_track_end_per_person(tmp_path: Path,
+                                                             person_clip: Path) -> None:
+    person = person_clip
     out, people = tmp_path / "tracked.mp4", tmp_path / "people.jsonl"
     result = vidgraph("run", "graphs/faces_tracked.yaml", "-q", "--set", f"src.url={person}",
                       "--set", f"out.path={out}", "--set", f"people.path={people}",
