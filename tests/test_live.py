@@ -402,11 +402,11 @@ def test_rtsp_output_publishes_again_when_the_receiver_comes_back(tmp_path: Path
     assert video is not None and int(video["nb_read_frames"]) >= 45  # ~2-3 s at 30 fps
 
 
-def test_hls_output_plays_in_ffprobe(tmp_path: Path):
+def test_hls_output_plays_in_ffprobe(tmp_path: Path, long_clip: Path):
     result = subprocess.run(
-        [*RUN, "run", "graphs/demo.yaml", "-q", "--set", "src.duration=3",
-         "--set", f"out.path={tmp_path / 'hls' / 'live.m3u8'}", "--set", "out.segment_s=1",
-         "--set", f"log.path={tmp_path / 'd.jsonl'}"],
+        [*RUN, "run", "graphs/transcode.yaml", "-q", "--set", f"src.url={long_clip}",
+         "--set", "src.max_frames=90", "--set", "out.segment_s=1",
+         "--set", f"out.path={tmp_path / 'hls' / 'live.m3u8'}"],
         cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     playlist = (tmp_path / "hls" / "live.m3u8").read_text()
@@ -416,6 +416,7 @@ def test_hls_output_plays_in_ffprobe(tmp_path: Path):
     video = stream(info, "video")
     assert video is not None and int(video["nb_read_frames"]) == 90
     assert float(info["format"]["duration"]) == pytest.approx(3.0, abs=0.2)
+    assert stream(info, "audio") is not None
 
 
 def test_preview_page_shows_a_moving_picture_and_figures(tmp_path: Path):
