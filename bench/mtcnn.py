@@ -11,9 +11,9 @@ bench/results/mtcnn.json.
 frames, and checks that both find the same faces (count, and IoU of matched boxes). It is
 not a dependency of ours; it pins old torch releases, so put it in a separate venv:
 
-    python -m venv /tmp/ref && /tmp/ref/bin/pip install torch==2.14.1 torchvision==0.29.1
-    /tmp/ref/bin/pip install --no-deps facenet-pytorch && /tmp/ref/bin/pip install requests -e .
-    /tmp/ref/bin/python bench/mtcnn.py --reference --batches 1
+    python -m venv .venv-ref && .venv-ref/bin/pip install torch==2.14.1 torchvision==0.29.1
+    .venv-ref/bin/pip install --no-deps facenet-pytorch && .venv-ref/bin/pip install requests -e .
+    .venv-ref/bin/python bench/mtcnn.py --reference --batches 1
 """
 
 from __future__ import annotations
