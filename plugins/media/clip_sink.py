@@ -70,7 +70,9 @@ class _Buffer:
     """One stream's packets of the last seconds (pictures and sound, as they came) and its
     clip, if one is open."""
 
-    items: deque[Packet] = field(default_factory=deque)
+    #: the packets, in groups that each begin at a keyframe (what came before the first
+    #: keyframe is of no use: a clip starts at one)
+    groups: deque[list[Packet]] = field(default_factory=deque)
     newest: float | None = None  # stream time of the newest picture
     audio: AudioCodec | None = None
     clip: _Clip | None = None
@@ -154,13 +156,14 @@ class ClipSink(Sink):
         self._start(stream, buffer, at, reason)
 
     def _start(self, stream: str, buffer: _Buffer, at: float, reason: str) -> None:
-        items = list(buffer.items)
-        keys = [i for i, p in enumerate(items) if isinstance(p, VideoPacket) and p.keyframe
-                and p.time is not None]
-        if not keys:
+        if not buffer.groups:
             return
-        before = [i for i in keys if (items[i].time or 0.0) <= at - self.params.pre_roll]
-        self._open(stream, buffer, items[before[-1] if before else keys[0]:], at, reason)
+        first = 0  # the group of the keyframe at or before pre_roll before the trigger
+        for i, group in enumerate(buffer.groups):
+            if _start_time(group) <= at - self.params.pre_roll:
+                first = i
+        items = [p for group in list(buffer.groups)[first:] for p in group]
+        self._open(stream, buffer, items, at, reason)
 
     def _open(self, stream: str, buffer: _Buffer, items: list[Packet], at: float,
               reason: str) -> None:
@@ -204,7 +207,10 @@ class ClipSink(Sink):
         elif item.time is not None:
             buffer.newest = item.time if buffer.newest is None else max(buffer.newest,
                                                                         item.time)
-        buffer.items.append(item)
+        if isinstance(item, VideoPacket) and item.keyframe and item.time is not None:
+            buffer.groups.append([item])
+        elif buffer.groups:
+            buffer.groups[-1].append(item)
         self._trim(buffer)
         clip = buffer.clip
         if clip is None:
@@ -228,10 +234,8 @@ class ClipSink(Sink):
         if buffer.newest is None:
             return
         horizon = buffer.newest - self.keep
-        keys = [i for i, p in enumerate(buffer.items) if isinstance(p, VideoPacket)
-                and p.keyframe and p.time is not None and p.time <= horizon]
-        for _ in range(keys[-1] if keys else 0):
-            buffer.items.popleft()
+        while len(buffer.groups) > 1 and _start_time(buffer.groups[1]) <= horizon:
+            buffer.groups.popleft()
 
     @staticmethod
     def _put(clip: _Clip, packet: Packet) -> None:
@@ -276,3 +280,8 @@ class ClipSink(Sink):
             if buffer.clip is not None:  # the graph failed: what was written stays playable
                 buffer.clip.output.close()
                 buffer.clip = None
+
+
+def _start_time(group: list[Packet]) -> float:
+    """Stream time of the keyframe a group of packets begins with."""
+    return group[0].time or 0.0
