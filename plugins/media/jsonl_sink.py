@@ -11,7 +11,7 @@ from pydantic import Field
 
 from pipeline.core.errors import MediaError, ParameterError
 from pipeline.core.frame import Frame
-from pipeline.core.node import Params, Port, PortKind, Sink
+from pipeline.core.node import NodeContext, Params, Port, PortKind, Sink
 from pipeline.kit.files import prepare_output
 
 #: the inputs of a sink that describes frames and events (``jsonl_sink``, ``mqtt_sink``)
@@ -19,6 +19,12 @@ RECORD_INPUTS = (
     Port("in", PortKind.VIDEO, optional=True, doc="frames to describe"),
     Port("events", PortKind.EVENTS, optional=True, doc="event records (SRC.events)"),
 )
+
+
+def require_records(context: NodeContext) -> None:
+    """Fail opening a sink of :data:`RECORD_INPUTS` that has neither input connected."""
+    if not context.connected:
+        raise ParameterError("connect 'input' (frames), 'events' (SRC.events), or both")
 
 
 class JsonlSinkParams(Params):
@@ -51,8 +57,7 @@ class JsonlSink(Sink):
     writes_to = ("path",)
 
     def open(self) -> None:
-        if not self.context.connected:
-            raise ParameterError("connect 'input' (frames), 'events' (SRC.events), or both")
+        require_records(self.context)
         if self.params.path == "-":
             self.file = sys.stdout
             self.owned = False

@@ -15,11 +15,11 @@ from urllib.parse import unquote, urlsplit
 import paho.mqtt.client as mqtt
 from pydantic import Field, field_validator
 
-from pipeline.core.errors import MediaError, ParameterError
+from pipeline.core.errors import MediaError
 from pipeline.core.frame import Frame
 from pipeline.core.node import Params, Sink
 
-from .jsonl_sink import RECORD_INPUTS, frame_record
+from .jsonl_sink import RECORD_INPUTS, frame_record, require_records
 from .live import redact, shown, userinfo
 
 log = logging.getLogger("vidgraph")
@@ -101,8 +101,7 @@ class MqttSink(Sink):
     params: MqttSinkParams
 
     def open(self) -> None:
-        if not self.context.connected:
-            raise ParameterError("connect 'input' (frames), 'events' (SRC.events), or both")
+        require_records(self.context)
         p = self.params
         self.where = shown(p.url)
         graph = self.context.graph
@@ -117,8 +116,8 @@ class MqttSink(Sink):
         self.refused: str | None = None  # the broker said no (credentials): not retried
         self.closing = False
         self.opened = False  # open() has returned: later refusals are logged, not raised
-        self.client = self._client()
-        host, port, _ = broker(p.url)
+        host, port, tls = broker(p.url)
+        self.client = self._client(tls)
         self.client.connect_async(host, port, p.keepalive)
         self.client.loop_start()
         if not self.up.wait(p.connect_timeout) or self.refused:
@@ -128,14 +127,14 @@ class MqttSink(Sink):
                                        daemon=True)
         self.sender.start()
 
-    def _client(self) -> mqtt.Client:
+    def _client(self, tls: bool) -> mqtt.Client:
         p = self.params
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=p.client_id)
         info = userinfo(p.url)
         if info:
             user, _, password = info.partition(":")
             client.username_pw_set(unquote(user), unquote(password) if password else None)
-        if broker(p.url)[2]:
+        if tls:
             try:
                 client.tls_set(ca_certs=p.ca_file)
             except (OSError, ValueError) as exc:
