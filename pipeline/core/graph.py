@@ -20,9 +20,20 @@ from .node import Node, Params, Port, Source, Stage
 from .registry import Registry, load_python_class
 
 TOP_LEVEL_KEYS = ("name", "description", "device", "metrics", "nodes")
-#: ``metrics:``: a port, or HOST:PORT, for /metrics and the health checks
+#: ``metrics:`` (and ``--metrics``): a port, or HOST:PORT, for /metrics and health checks
 _ADDRESS = re.compile(r"^((\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):)?\d{1,5}$")
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def parse_address(text: str, default_host: str) -> tuple[str, int] | None:
+    """(host, port) of ``PORT`` or ``HOST:PORT`` (``[::1]:PORT`` for IPv6), or None when
+    ``text`` is neither or the port is beyond 65535."""
+    if not _ADDRESS.match(text):
+        return None
+    host, sep, port = text.rpartition(":")
+    if int(port) > 65535:
+        return None
+    return (host.strip("[]") if sep else default_host), int(port)
 
 
 class OnError(StrEnum):
@@ -116,8 +127,8 @@ class _Builder:
         if not isinstance(device, str) or not _DEVICE.match(device):
             self.fail(("device",), f"device '{device}' must be auto, cpu, cuda or cuda:N")
         metrics = data.get("metrics")
-        if metrics is not None and (isinstance(metrics, bool) or not _ADDRESS.match(str(metrics))
-                                    or int(str(metrics).rpartition(":")[2]) > 65535):
+        if metrics is not None and (isinstance(metrics, bool)
+                                    or parse_address(str(metrics), "") is None):
             self.fail(("metrics",), f"metrics '{metrics}' must be a port or HOST:PORT")
         nodes_data = data.get("nodes")
         if not isinstance(nodes_data, dict) or not nodes_data:

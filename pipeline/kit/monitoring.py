@@ -32,6 +32,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from ..core.errors import ParameterError
+from ..core.graph import parse_address
 from ..core.health import Phase
 from ..core.metrics import LATENCY_BUCKETS, Metrics
 from . import web
@@ -51,11 +52,10 @@ class Address:
     def parse(cls, text: str, where: str) -> Address:
         """``PORT`` or ``HOST:PORT`` (``[::1]:PORT`` for IPv6); ``where`` names the option
         in the error."""
-        host, sep, port = text.rpartition(":")
-        host = host.strip("[]") if sep else DEFAULT_HOST
-        if not port.isdigit() or not 0 <= int(port) <= 65535 or (sep and not host):
+        found = parse_address(text, DEFAULT_HOST)
+        if found is None:
             raise ParameterError(f"{where}: '{text}' is not PORT or HOST:PORT (port 0-65535)")
-        return cls(host, int(port))
+        return cls(*found)
 
 
 class GraphCollector(Collector):
