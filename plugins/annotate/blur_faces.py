@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from pipeline.core.frame import Detections, Frame
-from pipeline.core.node import Emit, Params, Stage
+from pipeline.core.node import Params, Stage
 from pipeline.kit.images import to_float, to_uint8
 
 
@@ -104,15 +104,14 @@ class BlurFaces(Stage):
             state.before.popleft()
         return self._blur(frame, own + around)
 
-    def stream_ended(self, stream: str) -> Sequence[Frame | Emit]:
+    def stream_ended(self, stream: str) -> list[Frame]:
         state = self.streams.pop(stream, None)
         if state is None:
             return []
         return [self._release(state) for _ in range(len(state.held))]
 
-    def flush(self) -> Sequence[Frame | Emit]:
-        return [frame for stream in list(self.streams) for frame in self.stream_ended(stream)
-                if isinstance(frame, Frame)]
+    def flush(self) -> list[Frame]:
+        return [frame for stream in list(self.streams) for frame in self.stream_ended(stream)]
 
     def _regions(self, frame: Frame, state: _Stream) -> list[Region]:
         """What to blur in ``frame`` by its own detections: boxes with their margin, held
