@@ -15,8 +15,8 @@ from typing import Any
 #: seconds of frame arrivals a stream's frame rate is measured over
 FPS_WINDOW_S = 5.0
 #: the events a source's ``events`` port sends that say whether its stream is connected
-_UP = {"connected": True, "reconnected": True}
-_DOWN = {"disconnected": False, "connect_failed": False, "gave_up": False}
+_UP = frozenset({"connected", "reconnected"})
+_DOWN = frozenset({"disconnected", "connect_failed", "gave_up"})
 
 
 class Phase(StrEnum):
