@@ -11,7 +11,7 @@ $(BIN)/vidgraph: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build.
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[dev]" "$(TORCH)"
+	$(BIN)/pip install -q -e ".[dev,ray]" "$(TORCH)"
 	touch $@
 
 demo: $(BIN)/vidgraph

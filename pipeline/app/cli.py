@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
+from ..cluster.command import add_options as cluster_options
+from ..cluster.command import run as cluster_run
 from ..core import config
 from ..core.errors import GraphError, MediaError, NodeError, ParameterError, VidgraphError
 from ..core.executor import Executor, RunStatus
@@ -56,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="the streams of a multi-stream source, from a YAML list of "
                           "{stream, url}; edits to the file add and remove them while running "
                           f"(sets the node's '{SOURCES_PARAMETER}')")
+    cluster_options(run)
     graph_command("validate", "check a graph without running it")
     draw = graph_command("draw", "print the graph as Graphviz DOT")
     draw.add_argument("--mermaid", action="store_true", help="print Mermaid instead of DOT")
@@ -114,6 +117,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "draw":
         print(to_mermaid(graph) if args.mermaid else to_dot(graph))
         return 0
+    if args.cluster:
+        return cluster_run(doc, graph, args)
+    if args.inputs:
+        raise ParameterError("--inputs runs a graph on many files on a cluster: add "
+                             "--cluster ray:local (this machine) or --cluster ray")
     return _run(graph, args)
 
 

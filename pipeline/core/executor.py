@@ -260,6 +260,11 @@ class Executor:
 
     # -- running -----------------------------------------------------------------------------
 
+    @property
+    def is_open(self) -> bool:
+        """Whether :meth:`open` has opened the nodes."""
+        return any(node.opened for node in self.nodes.values())
+
     def open(self) -> None:
         """Open every node in graph order; on failure close those opened and raise."""
         for node in self.nodes.values():
@@ -293,8 +298,10 @@ class Executor:
 
         Raises :class:`NodeError` if a node fails to open; failures while running are
         returned in the result. Call from the main thread to keep signal handling responsive.
+        A graph already opened (:meth:`open`, to fail early) is not opened again.
         """
-        self.open()
+        if not self.is_open:
+            self.open()
         self.metrics.started = time.monotonic()
         for node in self.nodes.values():
             for i, inst in enumerate(node.instances):

@@ -64,13 +64,24 @@ class StreamBoard:
 
     def __init__(self) -> None:
         self.streams: dict[tuple[str, str], StreamHealth] = {}
+        #: the number of each stream's current output segment (kept after the stream ends:
+        #: a sink may open its output after a short stream has already ended)
+        self.segments: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def watch(self, node: str, stream: str, timeout_s: float | None) -> None:
+    def watch(self, node: str, stream: str, timeout_s: float | None, segment: int = 1) -> None:
         """A source starts reading ``stream``: from now on it is expected to send frames, at
-        most ``timeout_s`` apart (None: it may pause, as a file does)."""
+        most ``timeout_s`` apart (None: it may pause, as a file does). Its outputs are
+        numbered from ``segment`` (a camera that moved between machines goes on in a new
+        segment)."""
         with self._lock:
             self.streams[(node, stream)] = StreamHealth(node, timeout_s)
+            self.segments[stream] = segment
+
+    def segment(self, stream: str) -> int:
+        """The segment ``stream``'s outputs are in now (1 unless a source said otherwise)."""
+        with self._lock:
+            return self.segments.get(stream, 1)
 
     def _entry(self, node: str, stream: str) -> StreamHealth:
         entry = self.streams.get((node, stream))

@@ -140,11 +140,18 @@ class NodeContext:
         if self.metrics is not None:
             self.metrics.nodes[self.name].skip()
 
-    def watch(self, stream: str, timeout_s: float | None) -> None:
+    def watch(self, stream: str, timeout_s: float | None, segment: int = 1) -> None:
         """A source starts reading ``stream``: the health checks fail while a live stream
-        sends no frame for ``timeout_s`` seconds (None: the stream may pause)."""
+        sends no frame for ``timeout_s`` seconds (None: the stream may pause). Its outputs
+        are numbered from ``segment`` (see :meth:`segment`)."""
         if self.metrics is not None:
-            self.metrics.streams.watch(self.name, stream, timeout_s)
+            self.metrics.streams.watch(self.name, stream, timeout_s, segment)
+
+    def segment(self, stream: str) -> int:
+        """The segment of ``stream`` that a sink writes now: 1, or more for a camera that
+        moved to this machine from another (its files then take a new name instead of
+        overwriting the ones written before the move)."""
+        return 1 if self.metrics is None else int(self.metrics.streams.segment(stream))
 
     def count(self, what: str, n: int = 1) -> None:
         """Add ``n`` to this node's counter ``what`` (``--stats`` shows it), from any
@@ -173,6 +180,9 @@ class Node:
     #: names of the parameters that say where the node writes (a file, a URL): validation
     #: refuses two nodes writing to one place
     writes_to: ClassVar[tuple[str, ...]] = ()
+    #: True for nodes that listen on a port of their machine (a web page): the workers of
+    #: a cluster, several to a machine, cannot each run one
+    listens: ClassVar[bool] = False
 
     @classmethod
     def records(cls, params: BaseParams) -> bool:
@@ -247,7 +257,7 @@ class Node:
 class Source(Node):
     """A node with no input: it produces frames (and maybe audio, events)."""
 
-    outputs = (Port("out"),)
+    outputs: ClassVar[tuple[Port, ...]] = (Port("out"),)
 
     def generate(self) -> Iterator[Frame | Emit | StreamEnded]:
         """Yield frames until the stream ends; return to end it."""
@@ -263,6 +273,18 @@ class Source(Node):
         frames instead of blocking it (unless the graph says otherwise)."""
         return False
 
+    @classmethod
+    def shardable(cls, params: BaseParams, name: str) -> list[dict[str, Any]] | None:
+        """The streams of a multi-stream source, as ``{stream, url}`` records, when the
+        source can be split: each worker of a cluster then runs it on its share, given as a
+        followed sources file (see :meth:`on_share`). None: this source cannot be split."""
+        return None
+
+    @classmethod
+    def on_share(cls, params: BaseParams, sources_file: str) -> BaseParams:
+        """These parameters, reading their streams from ``sources_file`` instead."""
+        raise NotImplementedError(f"{cls.__name__} cannot be split across workers")
+
 
 #: what a stage returns for one frame
 Result = Frame | Emit | list[Frame | Emit] | None
@@ -275,8 +297,8 @@ class Stage(Node):
     the runtime calls the one the class overrides.
     """
 
-    inputs = (Port("in"),)
-    outputs = (Port("out"),)
+    inputs: ClassVar[tuple[Port, ...]] = (Port("in"),)
+    outputs: ClassVar[tuple[Port, ...]] = (Port("out"),)
     _batched: ClassVar[bool] = False
 
     def process(self, frame: Frame) -> Result:
@@ -312,7 +334,7 @@ class Stage(Node):
 class Sink(Node):
     """A node with no output: it writes frames somewhere."""
 
-    inputs = (Port("in"),)
+    inputs: ClassVar[tuple[Port, ...]] = (Port("in"),)
     any_device = True
 
     def write(self, frame: Frame) -> None:

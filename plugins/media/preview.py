@@ -141,6 +141,7 @@ class Preview(Sink):
     """
 
     name = "preview"
+    listens = True
     summary = "live picture (MJPEG) and per-node figures in a browser"
     Params = PreviewParams
     params: PreviewParams

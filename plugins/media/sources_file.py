@@ -51,6 +51,10 @@ class SourceEntry(BaseModel):
     stream: StreamName = Field(description="stream name (frames' stream, {stream} in sink "
                                "paths)")
     url: str = Field(min_length=1, description="what to read: file, rtsp://, http(s)://, ...")
+    segment: int = Field(1, ge=1, description="the number of the stream's output segment: "
+                         "from 2 on, a sink's {stream} file is named <stream>-s<segment> "
+                         "(a camera moved to another worker by `--cluster` goes on in a new "
+                         "file instead of overwriting its old one)")
 
 
 def parse_entries(data: Any, where: str) -> list[SourceEntry]:

@@ -209,7 +209,12 @@ class VideoSink(Sink):
         return self.streams.setdefault(self._key(stream), _Stream())
 
     def _new_target(self, stream: str) -> _Target:
-        where = self._fresh(self.params.path.replace("{stream}", stream))
+        where = self.params.path.replace("{stream}", stream)
+        segment = self.context.segment(stream)
+        if segment > 1 and not self.publish:  # the camera's earlier segments stay as written
+            path = Path(where)
+            where = str(path.with_name(f"{path.stem}-s{segment}{path.suffix}"))
+        where = self._fresh(where)
         backoff = Backoff(self.params.reconnect_delay, self.params.reconnect_max_delay)
         return _Target(where, backoff=backoff)
 

@@ -129,6 +129,7 @@ class VideoSource(Source):
         super().__init__(params, context)
         self.entries = self._entries(params)
         self.readers: dict[str, StreamReader] = {}
+        self.started: dict[str, SourceEntry] = {}  # the entry each reader was started from
         self.queue: queue.Queue[tuple[str, StreamReader, Any]] = queue.Queue()
         self.changes: queue.Queue[list[SourceEntry]] = queue.Queue()
         self.files: dict[str, Any] = {}
@@ -137,14 +138,20 @@ class VideoSource(Source):
         self.packet_codecs: dict[str, Codec] = {}  # the codec of each stream's last packet
 
     def _entries(self, p: VideoSourceParams) -> list[SourceEntry]:
-        if p.sources_file is not None:
-            return load_sources(p.sources_file)
-        if p.sources is not None:
-            return list(p.sources)
-        assert p.url is not None
-        if p.streams is None:  # one stream, named after the node
-            return [SourceEntry.model_construct(stream=self.context.name, url=p.url)]
-        return [SourceEntry(stream=s, url=p.url.replace("{stream}", s)) for s in p.streams]
+        return _entries(p, self.context.name)
+
+    @classmethod
+    def shardable(cls, params: Params, name: str) -> list[dict[str, Any]] | None:
+        assert isinstance(params, VideoSourceParams)
+        if params.sources_file is None and params.sources is None and params.streams is None:
+            return None  # one input: nothing to split
+        return [e.model_dump() for e in _entries(params, name)]
+
+    @classmethod
+    def on_share(cls, params: Params, sources_file: str) -> VideoSourceParams:
+        assert isinstance(params, VideoSourceParams)
+        return params.model_copy(update={"sources_file": sources_file, "url": None,
+                                         "streams": None, "sources": None})
 
     @property
     def following(self) -> bool:
@@ -191,7 +198,9 @@ class VideoSource(Source):
     def _start(self, entry: SourceEntry) -> None:
         stop = self.context.stop_requested or threading.Event()
         options = self._options(entry.url)
-        self.context.watch(entry.stream, options.read_timeout if options.live else None)
+        self.context.watch(entry.stream, options.read_timeout if options.live else None,
+                           entry.segment)
+        self.started[entry.stream] = entry
         reader = StreamReader(self.context.name, entry.stream, entry.url, options, self.queue,
                               stop, self.context.count,
                               container=self.files.pop(entry.stream, None))
@@ -207,10 +216,11 @@ class VideoSource(Source):
                 return
             wanted = {e.stream: e for e in entries}
             for name, reader in list(self.readers.items()):
-                if name not in wanted or wanted[name].url != reader.url:
+                if wanted.get(name) != self.started.get(name):
                     log.info("node '%s': removing stream '%s'", self.context.name, name)
                     reader.remove()
                     del self.readers[name]
+                    del self.started[name]
                     self.packet_codecs.pop(name, None)
                     yield StreamEnded(name, "removed")
             for name, entry in wanted.items():
@@ -256,12 +266,14 @@ class VideoSource(Source):
             elif kind == "failed":  # a live stream gave up: fatal only if it was the last
                 if current:
                     del self.readers[reader.stream]
+                    self.started.pop(reader.stream, None)
                     yield StreamEnded(reader.stream, "gave up")
                 if not self.readers and not self.following:
                     raise item
                 log.error("node '%s': %s", self.context.name, item)
             elif current:  # "end": the reader is done
                 del self.readers[reader.stream]
+                self.started.pop(reader.stream, None)
                 yield StreamEnded(reader.stream)
 
     def _drain(self) -> Iterator[Frame | Emit]:
@@ -298,3 +310,15 @@ class VideoSource(Source):
         for reader in self.readers.values():
             if reader.thread is not None:
                 reader.thread.join(timeout=1.0)
+
+
+def _entries(p: VideoSourceParams, name: str) -> list[SourceEntry]:
+    """The streams ``p`` names (a source called ``name``)."""
+    if p.sources_file is not None:
+        return load_sources(p.sources_file)
+    if p.sources is not None:
+        return list(p.sources)
+    assert p.url is not None
+    if p.streams is None:  # one stream, named after the node
+        return [SourceEntry.model_construct(stream=name, url=p.url)]
+    return [SourceEntry(stream=s, url=p.url.replace("{stream}", s)) for s in p.streams]
