@@ -69,13 +69,14 @@ class Camera:
 
     def __init__(self, *, fps: int = 30, audio: bool = True, path: str = "/cam",
                  gop: int = 15, size: tuple[int, int] = (320, 240),
-                 film: Path | None = None) -> None:
+                 film: Path | None = None, separate: bool = False) -> None:
         self.fps = fps
         self.audio = audio
         self.path = path
         self.gop = gop  # frames between keyframes: a new viewer's first picture waits for one
         self.size = size
         self.film = film  # an MP4 to play (at its pace) instead of the test pattern
+        self.separate = separate  # a pipeline per client, for many clients at once
         self.port = 0
         self.proc: subprocess.Popen[str] | None = None
 
@@ -93,6 +94,8 @@ class Camera:
             args.append("--no-audio")
         if self.film is not None:
             args += ["--file", str(self.film)]
+        if self.separate:
+            args.append("--separate")
         deadline = time.monotonic() + 10
         while True:
             self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -313,7 +313,8 @@ class _Live:
         of workers that died or went silent."""
         for index, member in self.members.items():
             if member.pending is None:
-                member.pending = member.actor.sync.remote(self.assignment.share(index))
+                member.pending = member.actor.sync.remote(self.assignment.share(index),
+                                                          member.incarnation)
         pending = {m.pending: i for i, m in self.members.items()}
         ready, _ = self.ray.wait(list(pending), num_returns=len(pending), timeout=BEAT_S)
         now = time.monotonic()
@@ -339,7 +340,9 @@ class _Live:
         if reply["failure"]:
             self.failure = f"worker {index} on {reply['node']}: {reply['failure']}"
             return
-        restarted = member.incarnation is not None and reply["incarnation"] != member.incarnation
+        # a new process of this actor: what it may have written belongs to earlier epochs
+        restarted = reply["incarnation"] != member.incarnation and (
+            member.incarnation is not None or reply["restarted"])
         member.answered, member.incarnation = now, reply["incarnation"]
         member.frames, member.node = reply["frames"], reply["node"]
         if index not in self.assignment.alive:

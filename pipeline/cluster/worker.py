@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from ..app.memory import keep_freed_memory
 from ..core import config
 from ..core.errors import GraphError, VidgraphError
 from ..core.executor import Executor, RunResult, RunStatus
@@ -33,8 +34,9 @@ log = logging.getLogger("vidgraph")
 
 def _settle(cwd: str) -> None:
     """Work where the driver works (relative paths in the graph mean the same on every
-    machine that shares the folder), and log as the command line does."""
+    machine that shares the folder), and log and keep memory as the command line does."""
     logging.basicConfig(level=logging.INFO, format="vidgraph: %(message)s")
+    keep_freed_memory()  # as `vidgraph run` does: a Ray worker is a process of its own
     if os.path.isdir(cwd):
         os.chdir(cwd)
     else:
@@ -63,6 +65,9 @@ class StreamWorker:
         _settle(cwd)
         self.index = index
         self.incarnation = uuid.uuid4().hex  # a restarted actor answers with a new one
+        import ray  # only ever imported on a worker, which Ray started
+
+        self.restarted = bool(ray.get_runtime_context().was_current_actor_reconstructed)
         self.folder = Path(tempfile.mkdtemp(prefix=f"vidgraph-worker{index}-"))
         self.sources = self.folder / "sources.yaml"
         self.share: list[dict[str, Any]] = []
@@ -93,11 +98,17 @@ class StreamWorker:
         except VidgraphError as exc:
             self.failure = str(exc)
 
-    def sync(self, share: list[dict[str, Any]]) -> dict[str, Any]:
+    def sync(self, share: list[dict[str, Any]], known: str | None) -> dict[str, Any]:
         """Run exactly these ``{stream, url, segment}`` entries (a stream whose segment
         changed starts again, in a new file); returns how the worker is doing and the
-        events gathered since the last call."""
-        if share != self.share:
+        events gathered since the last call.
+
+        ``known`` is the incarnation the driver knows. A share meant for an earlier
+        process of this actor (sent before the driver learnt that Ray restarted it) is not
+        applied: its segments may be the files that process was writing.
+        """
+        current = known == self.incarnation or (known is None and not self.restarted)
+        if current and share != self.share:
             self.share = share
             self._write(share)
         return {
@@ -105,7 +116,8 @@ class StreamWorker:
             "node": os.uname().nodename,
             "pid": os.getpid(),
             "frames": frames_made(self.executor),
-            "running": [e["stream"] for e in share],
+            "restarted": self.restarted,
+            "running": [e["stream"] for e in self.share],
             "events": [record for g in self.gathers for record in g.take()],
             "failure": self.failure,
         }

@@ -48,6 +48,9 @@ def main() -> int:
     parser.add_argument("--pattern", default="ball")
     parser.add_argument("--no-audio", dest="audio", action="store_false")
     parser.add_argument("--file", help="serve this MP4 (H.264 + AAC) instead of a pattern")
+    parser.add_argument("--separate", action="store_true",
+                        help="one pipeline per client (the shared one has crashed when "
+                             "several processes connected at the same moment)")
     args = parser.parse_args()
 
     Gst.init(None)
@@ -56,7 +59,8 @@ def main() -> int:
     server.set_service(str(args.port))
     factory = GstRtspServer.RTSPMediaFactory()
     factory.set_launch(launch_line(args))
-    factory.set_shared(not args.file)  # a film starts from its beginning for every client
+    # a film starts from its beginning for every client
+    factory.set_shared(not (args.file or args.separate))
     server.get_mount_points().add_factory(args.path, factory)
     if server.attach(None) == 0:
         print(f"cannot listen on 127.0.0.1:{args.port}", file=sys.stderr)
