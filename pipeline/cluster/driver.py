@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import queue
 import signal
 import sys
 import threading
@@ -34,6 +35,7 @@ from typing import Any, TextIO
 from ..core.errors import ParameterError, VidgraphError
 from ..core.executor import Executor
 from ..core.graph import Graph
+from ..kit.following import Follower
 from ..kit.monitoring import Address, Monitor
 from .assignment import Assignment
 from .relay import Relay
@@ -49,10 +51,8 @@ START_S = 120.0
 ATTEMPTS = 3
 #: seconds the workers have to finalise their outputs after Ctrl+C
 STOP_S = 30.0
-#: seconds between two readings of a followed sources file, and between the two reads
-#: that tell a finished file from one being written
+#: seconds between two readings of a followed sources file
 RELOAD_S = 0.5
-SETTLE_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,12 @@ class EventSinks:
         if self.monitor is not None:
             self.monitor.start()
         if self.executor is not None:
-            self.executor.open()
+            try:
+                self.executor.open()
+            except VidgraphError:
+                if self.monitor is not None:
+                    self.monitor.stop()
+                raise
             self.thread = threading.Thread(target=self._run, name="cluster-events",
                                            daemon=True)
             self.thread.start()
@@ -225,14 +230,22 @@ def run_live(split: Split, options: ClusterOptions,
     a followed sources file). Returns the exit status."""
     assert split.shard is not None
     ray = connect(options)
+    changes: queue.Queue[list[dict[str, Any]]] = queue.Queue()
+    follower = None if reload is None else Follower(reload, changes.put, RELOAD_S,
+                                                    "keeping the current streams")
     try:
         sinks = EventSinks(split.driver, options.metrics)
         sinks.start()
         actor = ray.remote(**_actor_options(options))(StreamWorker)
         members = {i: _Member(actor.remote(split.worker, split.shard, i, os.getcwd()))
                    for i in range(options.workers)}
-        return _Live(ray, split, options, sinks, members, reload).loop()
+        live = _Live(ray, split, options, sinks, members, changes)
+        if follower is not None:
+            follower.start()
+        return live.loop()
     finally:
+        if follower is not None:
+            follower.stop()
         ray.shutdown()
 
 
@@ -241,21 +254,18 @@ class _Live:
 
     def __init__(self, ray: ModuleType, split: Split, options: ClusterOptions,
                  sinks: EventSinks, members: dict[int, _Member],
-                 reload: Callable[[], list[dict[str, Any]]] | None) -> None:
+                 changes: queue.Queue[list[dict[str, Any]]]) -> None:
         self.ray = ray
         self.split = split
         self.options = options
         self.sinks = sinks
         self.assignment = Assignment(options.max_streams, alive=set(members))
         self.members = members
-        self.reload = reload
-        self.streams = split.streams
-        self.reloaded = time.monotonic()
-        self.bad_file: str | None = None
+        self.changes = changes
         self.started = time.monotonic()
         self.failure: str | None = None
         self.ticker = Ticker(self._line, options.quiet)
-        self._events(self.assignment.set_streams(self.streams))
+        self._events(self.assignment.set_streams(split.streams))
 
     def _line(self) -> str:
         frames = sum(m.frames for m in self.members.values())
@@ -287,25 +297,13 @@ class _Live:
         return self._finish(interrupted=stop.is_set())
 
     def _apply_changes(self) -> None:
-        """Follow the sources file: streams added and removed there are added to and
-        removed from the workers (a file caught half-written, read twice with two
-        different results, waits for the next look)."""
-        now = time.monotonic()
-        if self.reload is None or now - self.reloaded < RELOAD_S:
-            return
-        self.reloaded = now
-        try:
-            first = self.reload()
-            time.sleep(SETTLE_S)
-            streams = self.reload()
-        except ParameterError as exc:
-            if str(exc) != self.bad_file:
-                log.error("%s (keeping the current streams)", exc)
-            self.bad_file = str(exc)
-            return
-        self.bad_file = None
-        if streams == first and streams != self.streams:
-            self.streams = streams
+        """Streams added to and removed from the followed sources file are added to and
+        removed from the workers."""
+        while True:
+            try:
+                streams = self.changes.get_nowait()
+            except queue.Empty:
+                return
             self._events(self.assignment.set_streams(streams))
 
     def _beat(self) -> None:

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,10 +20,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from pipeline.core.config import decode, expand_env, safe_data
 from pipeline.core.errors import GraphError, ParameterError
+from pipeline.kit.following import Follower
 
 log = logging.getLogger("vidgraph")
-#: a file read twice this far apart with the same content is not being written
-SETTLE_S = 0.05
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
@@ -90,62 +87,10 @@ def load_sources(path: str | Path) -> list[SourceEntry]:
     return parse_entries([] if data is None else data, str(path))
 
 
-class SourcesWatcher:
-    """Polls a sources file and calls ``apply(entries)`` whenever its content changes.
-
-    A file that becomes invalid is reported once and ignored until it is fixed: the running
-    cameras stay as they are. A file caught while it is written (read twice, two contents)
-    is left for the next poll, so a half-written list never removes a camera.
-    """
+class SourcesWatcher(Follower[list[SourceEntry]]):
+    """Follows a sources file: ``apply(entries)`` runs whenever its valid content changes
+    (see :class:`~pipeline.kit.following.Follower`)."""
 
     def __init__(self, path: str | Path, apply: Callable[[list[SourceEntry]], None],
                  interval_s: float = 0.2) -> None:
-        self.path = Path(path)
-        self.apply = apply
-        self.interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="sources-watcher", daemon=True)
-        self._seen: str | None = None
-        self._last: list[SourceEntry] | None = None
-        self._bad: str | None = None
-
-    def start(self) -> None:
-        """Apply the file now, then follow it."""
-        self.poll()
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop following the file."""
-        self._stop.set()
-        self._thread.join(timeout=2)
-
-    def poll(self) -> None:
-        """Check the file once; apply it if it changed and is valid."""
-        text = self._read()  # the content, not the time stamp: two quick edits share one
-        if text is not None and text == self._seen:
-            return
-        time.sleep(SETTLE_S)
-        if self._read() != text:
-            return  # being written (an editor that does not write atomically): next time
-        self._seen = text
-        try:
-            entries = load_sources(self.path)
-        except ParameterError as exc:
-            if str(exc) != self._bad:
-                log.error("%s (keeping the current sources)", exc)
-            self._bad = str(exc)
-            return
-        self._bad = None
-        if entries != self._last:
-            self._last = entries
-            self.apply(entries)
-
-    def _read(self) -> str | None:
-        try:
-            return self.path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            return None
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.poll()
+        super().__init__(lambda: load_sources(path), apply, interval_s)
