@@ -154,6 +154,17 @@ def test_inputs_without_a_cluster_and_an_absent_cluster_are_one_line(tmp_path: P
         "error: --cluster ray: cannot reach a Ray cluster")
 
 
+def test_without_cluster_ray_is_never_imported(tmp_path: Path) -> None:
+    graph = tmp_path / "g.yaml"
+    graph.write_text("nodes:\n  src: {plugin: testsrc, duration: 0.2}\n"
+                     f"  out: {{plugin: video_sink, input: src, path: '{tmp_path}/o.mp4'}}\n")
+    code = ("import sys; from pipeline.app.cli import main; "
+            f"status = main(['run', '-q', '{graph}']); print(status, 'ray' in sys.modules)")
+    made = subprocess.run([RUN[0], "-c", code], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120)
+    assert made.stdout.split() == ["0", "False"], made.stderr
+
+
 # -- real clusters -------------------------------------------------------------------------
 
 def live_graph(path: Path, out: Path, sources: str) -> Path:
@@ -174,6 +185,15 @@ nodes:
     path: {out}/events.jsonl
 """)
     return path
+
+
+def fleet(tmp_path: Path, cameras: Callable[..., Camera],
+          names: list[str]) -> tuple[Path, Path]:
+    """A graph recording the streams ``names`` of one small camera, and its output folder."""
+    camera = cameras(fps=15, audio=False, size=(160, 120), separate=True)
+    listed = "".join(f"      - {{stream: {n}, url: '{camera.url}'}}\n" for n in names)
+    out = tmp_path / "out"
+    return live_graph(tmp_path / "g.yaml", out, f"    sources:\n{listed}"), out
 
 
 def driver(*args: str) -> subprocess.Popen[str]:
@@ -236,11 +256,8 @@ def test_streams_of_a_removed_node_move_to_the_others_within_10_s(
         ray_nodes: tuple[Any, list[Any]], cameras: Callable[..., Camera],
         tmp_path: Path) -> None:
     cluster, nodes = ray_nodes
-    camera = cameras(fps=15, audio=False, size=(160, 120), separate=True)
-    out = tmp_path / "out"
     names = [f"cam{i}" for i in range(6)]
-    listed = "\n".join(f"      - {{stream: {n}, url: '{camera.url}'}}" for n in names)
-    graph = live_graph(tmp_path / "g.yaml", out, f"    sources:\n{listed}")
+    graph, out = fleet(tmp_path, cameras, names)
     proc = driver(str(graph), "--cluster", "ray", "--address", cluster.address,
                   "--workers", "3", "--stats", str(tmp_path / "stats.json"))
     try:
@@ -369,10 +386,7 @@ def test_a_batch_of_files_survives_a_killed_worker_and_names_the_corrupt_one(
 @pytest.mark.slow
 def test_a_killed_worker_is_restarted_by_ray_and_its_streams_go_on_elsewhere(
         cameras: Callable[..., Camera], tmp_path: Path) -> None:
-    camera = cameras(fps=15, audio=False, size=(160, 120), separate=True)
-    out = tmp_path / "out"
-    listed = "".join(f"      - {{stream: {n}, url: '{camera.url}'}}\n" for n in "ab")
-    graph = live_graph(tmp_path / "g.yaml", out, f"    sources:\n{listed}")
+    graph, out = fleet(tmp_path, cameras, ["a", "b"])
     proc = driver(str(graph), "--cluster", "ray:local", "--workers", "2")
     try:
         wait_for(lambda: len(growing([out / "a.mp4", out / "b.mp4"])) == 2, 60, "recording")
