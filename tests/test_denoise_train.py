@@ -135,3 +135,28 @@ def test_ssim_of_a_picture_with_itself_is_one_and_falls_with_noise():
     x = torch.rand(3, 64, 64)
     assert ssim(x, x) == pytest.approx(1.0)
     assert ssim(x, (x + 0.2 * torch.randn_like(x)).clamp(0, 1)) < 0.9
+
+
+def test_n_steps_then_resume_then_m_steps_equal_n_plus_m_steps_bit_for_bit(pictures,
+                                                                            tmp_path):
+    common = ["train", "denoise", str(pictures), "--channels", "1", "--features", "8",
+              "--depth", "3", "--patch", "24", "--batch-size", "4", "--iterations", "10",
+              "--val-every", "3", "--holdout", "2", "--threads", "1"]
+    whole = tmp_path / "whole.pt"
+    assert main([*common, "--out", str(whole)]) == 0
+    parts = tmp_path / "parts.pt"
+    assert main([*common, "--out", str(parts), "--chunk", "4"]) == 0
+    state = parts.with_suffix(".state.pt")
+    assert torch.load(state, weights_only=False)["kept"]["step"] == 4
+    assert main([*common, "--out", str(parts), "--resume", str(state), "--chunk", "3"]) == 0
+    assert main([*common, "--out", str(parts), "--resume", str(state)]) == 0
+    one = torch.load(whole.with_suffix(".state.pt"), weights_only=False)
+    chunked = torch.load(state, weights_only=False)
+    assert chunked["kept"]["step"] == one["kept"]["step"] == 10
+    assert chunked["kept"]["history"] == one["kept"]["history"]  # losses and scores
+    for name, tensor in one["parts"]["net"].items():
+        assert torch.equal(tensor, chunked["parts"]["net"][name]), name
+    commands = torch.load(parts, weights_only=False)["info"]["commands"]
+    assert len(commands) == 3 and all("--resume" in c for c in commands[1:])
+    assert main([*common[:-2], "--threads", "1", "--lr", "0.1", "--out", str(parts),
+                 "--resume", str(state)]) == 1  # other options: refused, one line

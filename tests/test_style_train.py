@@ -157,3 +157,23 @@ def test_bad_cube_is_named_with_its_line(tmp_path):
     bad = _cube(tmp_path / "bad.cube", 2, ["0 0 0", "1 zero 0"])
     with pytest.raises(VidgraphError, match=r"bad.cube' line 4"):
         read_cube(bad)
+
+
+def test_n_steps_then_resume_then_m_steps_equal_n_plus_m_steps_bit_for_bit(photos, painting,
+                                                                            tmp_path):
+    common = ["train", "style", "--style", str(painting), "--content", str(photos),
+              "--width", "0.25", "--blocks", "1", "--size", "32", "--style-size", "64",
+              "--iterations", "6", "--batch-size", "1", "--temporal-weight", "1",
+              "--threads", "1"]
+    whole, parts = tmp_path / "whole.pt", tmp_path / "parts.pt"
+    assert main([*common, "--out", str(whole)]) == 0
+    assert main([*common, "--out", str(parts), "--chunk", "2"]) == 0
+    state = parts.with_suffix(".state.pt")
+    assert main([*common, "--out", str(parts), "--resume", str(state)]) == 0
+    one = torch.load(whole.with_suffix(".state.pt"), weights_only=False)
+    chunked = torch.load(state, weights_only=False)
+    assert chunked["kept"]["history"] == one["kept"]["history"]  # every loss of every step
+    for name, tensor in one["parts"]["net"].items():
+        assert torch.equal(tensor, chunked["parts"]["net"][name]), name
+    _, info = checkpoint.load(str(parts))
+    assert len(info["commands"]) == 2 and "--resume" in info["commands"][1]

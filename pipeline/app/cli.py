@@ -78,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     args = _parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # a trainer's card quotes it
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="vidgraph: %(message)s", stream=sys.stderr)
     keep_freed_memory()

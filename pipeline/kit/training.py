@@ -9,19 +9,25 @@ A plugin adds a training command by registering a module under the entry point g
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import math
+import os
 import platform
 import random
+import shlex
 import sys
 import time
 from collections.abc import Iterator
 from importlib.metadata import entry_points
+from pathlib import Path
 from types import ModuleType
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 import torch
+
+from ..core.errors import VidgraphError
 
 GROUPS = {"train": "vidgraph.train", "eval": "vidgraph.eval"}
 
@@ -136,3 +142,115 @@ def batches(count: int, size: int, generator: torch.Generator | None,
     stop = count - count % size if drop_last and count >= size else count
     for first in range(0, stop, size):
         yield order[first:first + size]
+
+
+def add_resume_options(parser: argparse.ArgumentParser) -> None:
+    """The options of a trainer that can stop and go on later (in chunks of a couple of
+    hours on a CPU)."""
+    group = parser.add_argument_group("stopping and resuming")
+    group.add_argument("--resume", metavar="STATE.pt",
+                       help="go on exactly where the run that wrote this state stopped "
+                            "(same options; the model, optimiser, schedule, random and step "
+                            "count come from it)")
+    group.add_argument("--time-budget", type=float, metavar="MINUTES",
+                       help="stop at the first step boundary after this long, writing the "
+                            "resumable state")
+    group.add_argument("--chunk", type=int, metavar="STEPS",
+                       help="stop after this many steps of this run, writing the "
+                            "resumable state")
+    group.add_argument("--state", metavar="STATE.pt",
+                       help="where the resumable state goes (default: OUT with .state.pt; "
+                            "apart from the best weights, which hold no optimiser)")
+
+
+#: options that may differ between a run and its resumption (they say how long to run)
+RUN_LENGTH_OPTIONS = ("resume", "time_budget", "chunk", "state", "threads", "command", "what",
+                      "debug", "argv")
+
+
+class Resumable:
+    """Where a training run stands, written so that ``--resume`` goes on bit for bit as
+    if the run had never stopped (on the same machine, with the same threads): the
+    parts' ``state_dict`` (network, optimiser, schedule), every random generator the
+    run draws from, the step, and what the trainer keeps (best score, history)."""
+
+    def __init__(self, args: argparse.Namespace, out: Path) -> None:
+        self.args = args
+        self.path = Path(args.state) if args.state else out.with_suffix(".state.pt")
+        self.started = time.monotonic()
+        self.steps_now = 0
+        self.before_s = 0.0  #: training time spent by the runs this one resumes
+
+    def options(self) -> dict[str, Any]:
+        """The options that must match between a run and its resumption."""
+        return {k: v for k, v in sorted(vars(self.args).items())
+                if k not in RUN_LENGTH_OPTIONS and not callable(v)}
+
+    def load(self, parts: dict[str, Any], rng: np.random.Generator,
+             generator: torch.Generator | None) -> dict[str, Any] | None:
+        """With ``--resume``: restore ``parts`` and the random generators, and return what
+        the trainer kept (with ``step``); None for a fresh run."""
+        if not self.args.resume:
+            return None
+        try:
+            saved = torch.load(self.args.resume, map_location="cpu", weights_only=False)
+        except (OSError, RuntimeError, EOFError) as exc:
+            raise VidgraphError(f"--resume {self.args.resume}: cannot read the state "
+                                f"({exc})") from None
+        differ = sorted(k for k, v in self.options().items() if saved["options"].get(k) != v)
+        if differ:
+            flags = ", ".join("--" + k.replace("_", "-") for k in differ)
+            raise VidgraphError(f"--resume {self.args.resume}: the run used other options "
+                                f"({flags})")
+        for name, part in parts.items():
+            part.load_state_dict(saved["parts"][name])
+        random.setstate(saved["random"]["python"])
+        torch.set_rng_state(saved["random"]["torch"])
+        rng.bit_generator.state = saved["random"]["numpy"]
+        if generator is not None:
+            generator.set_state(saved["random"]["generator"])
+        self.before_s = float(saved["seconds"])
+        return dict(saved["kept"])
+
+    def due(self, step: int) -> bool:
+        """Whether the run should stop after ``step`` (its budget of time or steps used)."""
+        self.steps_now += 1
+        budget = self.args.time_budget
+        return (self.args.chunk is not None and self.steps_now >= self.args.chunk) or (
+            budget is not None and time.monotonic() - self.started >= budget * 60)
+
+    def seconds(self) -> float:
+        """Training time so far, over every run of this training."""
+        return self.before_s + time.monotonic() - self.started
+
+    def save(self, parts: dict[str, Any], rng: np.random.Generator,
+             generator: torch.Generator | None, kept: dict[str, Any]) -> Path:
+        """Write the state (to a temporary name first: a kill never leaves half of it)."""
+        state = {
+            "options": self.options(), "seconds": self.seconds(), "kept": kept,
+            "parts": {name: part.state_dict() for name, part in parts.items()},
+            "random": {"python": random.getstate(), "torch": torch.get_rng_state(),
+                       "numpy": rng.bit_generator.state,
+                       "generator": None if generator is None else generator.get_state()},
+        }
+        part = self.path.with_name(self.path.name + ".part")
+        torch.save(state, part)
+        os.replace(part, self.path)
+        return self.path
+
+
+def note_training(weights: Path, commands: list[str], seconds: float) -> None:
+    """Record in a weights file's ``info`` every command of its training (the first and
+    each resumption) and the training time over all of them."""
+    if not weights.exists():
+        return
+    saved = torch.load(weights, map_location="cpu", weights_only=False)
+    saved["info"].update(commands=commands, minutes=round(seconds / 60, 1))
+    part = weights.with_name(weights.name + ".part")
+    torch.save(saved, part)
+    os.replace(part, weights)
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The ``vidgraph`` command that ``args`` came from, as a shell would take it."""
+    return shlex.join(["vidgraph", *getattr(args, "argv", [])])

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
-import shlex
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,17 @@ import torch.nn.functional as F
 
 from pipeline.core.device import resolve_device
 from pipeline.core.errors import VidgraphError
-from pipeline.kit.training import ProgressBar, autocast, run_facts, schedule, seed_everything
+from pipeline.kit.training import (
+    ProgressBar,
+    Resumable,
+    add_resume_options,
+    autocast,
+    command_line,
+    note_training,
+    run_facts,
+    schedule,
+    seed_everything,
+)
 from pipeline.kit.weights import save_network
 
 from .model import ARCHITECTURES
@@ -60,6 +68,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision on "
                         "the CPU too, where it is native (AVX-512 BF16, AMX): about twice "
                         "as fast for full-width networks, slower for light ones")
+    add_resume_options(parser)
 
 
 def read_pictures(folders: list[str], channels: int) -> list[torch.Tensor]:
@@ -145,7 +154,8 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     info: dict[str, Any] = {
-        "command": "vidgraph train denoise " + shlex.join(sys.argv[3:]),
+        "command": command_line(args),
+        "commands": [command_line(args)],
         "data": args.data, "pictures": len(train), "held_out": len(held), "seed": args.seed,
         "iterations": args.iterations, "patch": args.patch, "batch_size": args.batch_size,
         "noise": args.noise, "sigma_max": args.sigma_max,
@@ -154,9 +164,18 @@ def main(args: argparse.Namespace) -> int:
     print(f"{len(train)} training and {len(held)} held-out pictures; {args.arch} "
           f"{sum(p.numel() for p in net.parameters()):,} parameters; {device}",
           file=sys.stderr)
-    bar = ProgressBar(args.iterations, "train", every=max(1, args.iterations // 50))
-    best, history, started = -1.0, [], time.monotonic()
-    for step in range(1, args.iterations + 1):
+    run = Resumable(args, out)
+    parts = {"net": net, "optimizer": optimizer, "scheduler": scheduler}
+    kept = run.load(parts, rng, generator) or {"step": 0, "best": -1.0, "history": []}
+    if kept["step"]:  # the card lists the first command and every resumption
+        info = {**kept["info"], "commands": [*kept["info"]["commands"], info["command"]]}
+        print(f"resuming at step {kept['step'] + 1} of {args.iterations}", file=sys.stderr)
+    best, history = kept["best"], kept["history"]
+    bar = ProgressBar(args.iterations - kept["step"], "train",
+                      every=max(1, args.iterations // 50))
+    step = kept["step"]
+    while step < args.iterations:
+        step += 1
         net.train()
         clean = patches(train, args.batch_size, args.patch, rng).to(device)
         noisy, level = noisy_batch(clean, args, generator)
@@ -173,11 +192,20 @@ def main(args: argparse.Namespace) -> int:
             if score > best:
                 best = score
                 info.update(best_step=step, val_psnr_25=score, history=history,
-                            minutes=round((time.monotonic() - started) / 60, 1))
+                            minutes=round(run.seconds() / 60, 1))
                 save_network(out, net, args.arch, arch_args, info)
+        if step < args.iterations and run.due(step):
+            break
     bar.close()
+    state = run.save(parts, rng, generator,
+                     {"step": step, "best": best, "history": history, "info": info})
+    note_training(out, info["commands"], run.seconds())
+    if step < args.iterations:
+        print(f"stopped at step {step} of {args.iterations}: go on with --resume {state}",
+              file=sys.stderr)
+        return 0
     print(f"saved {out}: held-out PSNR {best:.2f} dB at sigma 25 (step {info['best_step']}); "
-          f"{(time.monotonic() - started) / 60:.1f} min", file=sys.stderr)
+          f"{run.seconds() / 60:.1f} min of training", file=sys.stderr)
     return 0
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from pipeline.kit.training import (
     ProgressBar,
     autocast,
     batches,
+    command_line,
     run_facts,
     schedule,
     seed_everything,
@@ -120,8 +120,7 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     info: dict[str, Any] = {
-        "command": "vidgraph train classify " + shlex.join(sys.argv[3:] if len(sys.argv) > 3
-                                                            else []),
+        "command": command_line(args),
         "seed": args.seed, "epochs": args.epochs, "views": views,
         **run_facts(device, cpu_mixed=args.bf16), "fp16": True,
     }

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import shlex
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,16 @@ import torch.nn.functional as F
 
 from pipeline.core.device import resolve_device
 from pipeline.core.errors import VidgraphError
-from pipeline.kit.training import ProgressBar, autocast, run_facts, schedule, seed_everything
+from pipeline.kit.training import (
+    ProgressBar,
+    Resumable,
+    add_resume_options,
+    autocast,
+    command_line,
+    run_facts,
+    schedule,
+    seed_everything,
+)
 
 from . import checkpoint
 from .losses import CONTENT_LAYERS, STYLE_LAYERS, PerceptualLoss
@@ -71,6 +78,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision on "
                         "the CPU too, where it is native (AVX-512 BF16, AMX): about twice "
                         "as fast for full-width networks, slower for light ones")
+    add_resume_options(parser)
 
 
 def read_picture(path: Path) -> np.ndarray:
@@ -180,10 +188,15 @@ def main(args: argparse.Namespace) -> int:
           f"{style_picture.shape[1]}x{style_picture.shape[0]}; {args.arch} width "
           f"{args.width}: {sum(p.numel() for p in net.parameters()):,} parameters; {device}",
           file=sys.stderr)
-    bar = ProgressBar(args.iterations, "train", every=max(1, args.iterations // 20))
-    history: list[dict[str, float]] = []
-    started = time.monotonic()
-    for step in range(1, args.iterations + 1):
+    run = Resumable(args, out)
+    parts = {"net": net, "optimizer": optimizer, "scheduler": scheduler}
+    kept = run.load(parts, rng, None) or {"step": 0, "history": [], "commands": []}
+    commands = [*kept["commands"], command_line(args)]
+    history: list[dict[str, float]] = kept["history"]
+    step = kept["step"]
+    bar = ProgressBar(args.iterations - step, "train", every=max(1, args.iterations // 20))
+    while step < args.iterations:
+        step += 1
         net.train()
         x = sample(pictures, args.batch_size, args.size, rng).to(device)
         with autocast(device, cpu=args.bf16):
@@ -201,10 +214,14 @@ def main(args: argparse.Namespace) -> int:
         bar.update(**figures)
         if args.preview_every and (step % args.preview_every == 0 or step == args.iterations):
             _write_preview(net, preview, out.with_suffix(".preview.png"))
+        if step < args.iterations and run.due(step):
+            break
     bar.close()
+    state = run.save(parts, rng, None, {"step": step, "history": history,
+                                        "commands": commands})
     last = history[-max(1, len(history) // 20):]
     info = {
-        "command": "vidgraph train style " + shlex.join(sys.argv[3:]),
+        "command": commands[0], "commands": commands, "steps_done": step,
         "style": style_file.name,
         "style_sha256": hashlib.sha256(style_file.read_bytes()).hexdigest(),
         "seed": args.seed, "iterations": args.iterations, "batch_size": args.batch_size,
@@ -212,12 +229,17 @@ def main(args: argparse.Namespace) -> int:
         "content_layers": args.content_layers, "style_layers": args.style_layers,
         "content": str(args.content),
         "content_pictures": len(pictures),
-        "final_losses": {k: float(np.mean([h[k] for h in last])) for k in losses},
-        "first_losses": history[0], "minutes": round((time.monotonic() - started) / 60, 1),
+        "final_losses": {k: float(np.mean([h[k] for h in last])) for k in history[-1]
+                         if k != "step"},
+        "first_losses": history[0], "minutes": round(run.seconds() / 60, 1),
         **run_facts(device, cpu_mixed=args.bf16),
         "history": history[:: max(1, len(history) // 200)],
     }
     checkpoint.save(out, net, args.arch, arch_args, info)
+    if step < args.iterations:
+        print(f"stopped at step {step} of {args.iterations} (the network so far is in {out}): "
+              f"go on with --resume {state}", file=sys.stderr)
+        return 0
     print(f"saved {out}: final losses " + ", ".join(
         f"{k} {v:.4g}" for k, v in info["final_losses"].items())
         + f"; {info['minutes']} min", file=sys.stderr)
