@@ -198,3 +198,26 @@ def test_shipped_expression_model_on_private_test_faces():
     assert model.classes == ["Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral"]
     assert model.info["split"] == "PrivateTest" and model.info["accuracy"] >= 0.70
     assert accuracy >= model.info["accuracy"] - 0.05, json.dumps(model.info["accuracy"])
+
+
+def test_n_steps_then_resume_then_m_steps_equal_n_plus_m_steps_bit_for_bit(stripes_npz,
+                                                                            tmp_path):
+    # 200 training pictures in batches of 50: 4 steps an epoch, 2 epochs; the chunks stop
+    # inside the first epoch, at its end, and inside the second
+    common = ["train", "classify", str(stripes_npz), "--epochs", "2", "--widths", "4", "8",
+              "8", "8", "--batch-size", "50", "--crop", "28", "--seed", "3", "--threads", "1"]
+    whole, parts = tmp_path / "whole.pt", tmp_path / "parts.pt"
+    assert main([*common, "--out", str(whole)]) == 0
+    state = parts.with_suffix(".state.pt")
+    assert main([*common, "--out", str(parts), "--chunk", "3"]) == 0
+    for chunk in ("1", "3"):
+        assert main([*common, "--out", str(parts), "--resume", str(state), "--chunk", chunk]) == 0
+    assert main([*common, "--out", str(parts), "--resume", str(state)]) == 0
+    one = torch.load(whole.with_suffix(".state.pt"), weights_only=False)
+    chunked = torch.load(state, weights_only=False)
+    assert chunked["kept"]["history"] == one["kept"]["history"]  # losses and accuracies
+    for name, tensor in one["parts"]["net"].items():
+        assert torch.equal(tensor, chunked["parts"]["net"][name]), name
+    model = checkpoint.load(str(parts))
+    assert len(model.info["commands"]) == 4 and model.info["test_accuracy"] == \
+        checkpoint.load(str(whole)).info["test_accuracy"]

@@ -186,7 +186,7 @@ class Resumable:
         return {k: v for k, v in sorted(vars(self.args).items())
                 if k not in RUN_LENGTH_OPTIONS and not callable(v)}
 
-    def load(self, parts: dict[str, Any], rng: np.random.Generator,
+    def load(self, parts: dict[str, Any], rng: np.random.Generator | None,
              generator: torch.Generator | None) -> dict[str, Any] | None:
         """With ``--resume``: restore ``parts`` and the random generators, and return what
         the trainer kept (with ``step``); None for a fresh run."""
@@ -206,15 +206,19 @@ class Resumable:
             part.load_state_dict(saved["parts"][name])
         random.setstate(saved["random"]["python"])
         torch.set_rng_state(saved["random"]["torch"])
-        rng.bit_generator.state = saved["random"]["numpy"]
+        if rng is not None:
+            rng.bit_generator.state = saved["random"]["numpy"]
         if generator is not None:
             generator.set_state(saved["random"]["generator"])
         self.before_s = float(saved["seconds"])
         return dict(saved["kept"])
 
-    def due(self, step: int) -> bool:
-        """Whether the run should stop after ``step`` (its budget of time or steps used)."""
+    def stepped(self) -> None:
+        """One more training step done."""
         self.steps_now += 1
+
+    def due(self) -> bool:
+        """Whether this run has used its budget (of time, or of steps) and should stop."""
         budget = self.args.time_budget
         return (self.args.chunk is not None and self.steps_now >= self.args.chunk) or (
             budget is not None and time.monotonic() - self.started >= budget * 60)
@@ -223,14 +227,14 @@ class Resumable:
         """Training time so far, over every run of this training."""
         return self.before_s + time.monotonic() - self.started
 
-    def save(self, parts: dict[str, Any], rng: np.random.Generator,
+    def save(self, parts: dict[str, Any], rng: np.random.Generator | None,
              generator: torch.Generator | None, kept: dict[str, Any]) -> Path:
         """Write the state (to a temporary name first: a kill never leaves half of it)."""
         state = {
             "options": self.options(), "seconds": self.seconds(), "kept": kept,
             "parts": {name: part.state_dict() for name, part in parts.items()},
             "random": {"python": random.getstate(), "torch": torch.get_rng_state(),
-                       "numpy": rng.bit_generator.state,
+                       "numpy": None if rng is None else rng.bit_generator.state,
                        "generator": None if generator is None else generator.get_state()},
         }
         part = self.path.with_name(self.path.name + ".part")

@@ -194,7 +194,8 @@ def main(args: argparse.Namespace) -> int:
                 info.update(best_step=step, val_psnr_25=score, history=history,
                             minutes=round(run.seconds() / 60, 1))
                 save_network(out, net, args.arch, arch_args, info)
-        if step < args.iterations and run.due(step):
+        run.stepped()
+        if step < args.iterations and run.due():
             break
     bar.close()
     state = run.save(parts, rng, generator,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,8 +24,9 @@ from pipeline.core.device import resolve_device
 from pipeline.core.errors import VidgraphError
 from pipeline.kit.training import (
     ProgressBar,
+    Resumable,
+    add_resume_options,
     autocast,
-    batches,
     command_line,
     run_facts,
     schedule,
@@ -76,6 +76,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision on "
                         "the CPU too (where it has native bfloat16; always on CUDA)")
+    add_resume_options(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -116,7 +117,6 @@ def main(args: argparse.Namespace) -> int:
           f"pictures; {len(data.classes)} classes; {size}x{size} "
           f"{'gray' if gray else 'RGB'}; {sum(p.numel() for p in net.parameters()):,} "
           f"parameters; {device}", file=sys.stderr)
-    started = time.monotonic()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     info: dict[str, Any] = {
@@ -131,10 +131,14 @@ def main(args: argparse.Namespace) -> int:
                       "history": history, "finished": False}
         model.save(out)
 
-    best, history = _fit(model, train, choose, crop, args, device, generator, keep)
+    run = Resumable(args, out)
+    fitted = _fit(model, train, choose, crop, args, device, generator, keep, run)
+    if fitted is None:
+        return 0
+    best, history, commands = fitted
     net.load_state_dict(best["state"])
     info.update(best_epoch=best["epoch"], choose_accuracy=best["accuracy"], history=history,
-                minutes=round((time.monotonic() - started) / 60, 1), finished=True)
+                minutes=round(run.seconds() / 60, 1), finished=True, commands=commands)
     if test is not None:
         predicted = predict(model, test.images, device)
         matrix = confusion_matrix(test.labels, predicted, len(data.classes))
@@ -203,8 +207,11 @@ def augment(images: torch.Tensor, crop: int, rotate: float,
 
 def _fit(model: Classifier, train: LabelledImages, choose: LabelledImages, crop: int,
          args: argparse.Namespace, device: torch.device, generator: torch.Generator,
-         keep: Callable[[dict[str, Any], list[dict[str, float]]], None]
-         ) -> tuple[dict[str, Any], list[dict[str, float]]]:
+         keep: Callable[[dict[str, Any], list[dict[str, float]]], None], run: Resumable
+         ) -> tuple[dict[str, Any], list[dict[str, float]], list[str]] | None:
+    """Train for ``args.epochs``; returns the best state, the history and the commands of
+    every run of this training, or None when the run stopped early (its state written
+    for ``--resume``)."""
     net = model.net
     lr = args.lr or (2e-3 if args.optimizer == "adamw" else 0.1)
     decay = [p for n, p in net.named_parameters() if p.ndim > 1]
@@ -220,14 +227,32 @@ def _fit(model: Classifier, train: LabelledImages, choose: LabelledImages, crop:
     mean = torch.tensor(model.preprocess["mean"], device=device)[None, :, None, None]
     std = torch.tensor(model.preprocess["std"], device=device)[None, :, None, None]
     images, labels = train.images.to(device), train.labels.to(device)
-    bar = ProgressBar(steps * args.epochs, "train", every=max(1, steps // 4))
-    best: dict[str, Any] = {"accuracy": -1.0, "epoch": 0, "state": None}
-    history: list[dict[str, float]] = []
-    for epoch in range(1, args.epochs + 1):
+    parts = {"net": net, "optimizer": optimizer, "scheduler": scheduler}
+    kept = run.load(parts, None, generator) or {
+        "epoch": 1, "batch": 0, "order": None, "total": 0.0, "commands": [], "history": [],
+        "best": {"accuracy": -1.0, "epoch": 0, "state": None}}
+    commands = [*kept["commands"], command_line(args)]
+    best: dict[str, Any] = kept["best"]
+    history: list[dict[str, float]] = kept["history"]
+    done = (kept["epoch"] - 1) * steps + kept["batch"]
+    bar = ProgressBar(steps * args.epochs - done, "train", every=max(1, steps // 4))
+    for epoch in range(kept["epoch"], args.epochs + 1):
         net.train()
-        total = 0.0
-        for index in batches(len(train), args.batch_size, generator, drop_last=True):
-            index = index.to(device)
+        resumed = epoch == kept["epoch"] and kept["order"] is not None
+        # one order per epoch, whole batches only (BatchNorm)
+        order = kept["order"] if resumed else torch.randperm(len(train), generator=generator)
+        total = kept["total"] if resumed else 0.0
+        for batch in range(kept["batch"] if resumed else 0, steps):
+            if run.due():
+                run.save(parts, None, generator, {
+                    "epoch": epoch, "batch": batch, "order": order, "total": total,
+                    "commands": commands, "history": history, "best": best})
+                bar.close()
+                print(f"stopped in epoch {epoch} at batch {batch} of {steps}: go on with "
+                      f"--resume {run.path}", file=sys.stderr)
+                return None
+            done += 1
+            index = order[batch * args.batch_size:(batch + 1) * args.batch_size].to(device)
             x = (augment(images[index], crop, args.rotate, generator) - mean) / std
             x = x.contiguous(memory_format=torch.channels_last)
             with autocast(device, cpu=args.bf16):
@@ -238,6 +263,7 @@ def _fit(model: Classifier, train: LabelledImages, choose: LabelledImages, crop:
             scheduler.step()
             value = loss.item()
             total += value
+            run.stepped()
             bar.update(epoch=epoch, loss=value)
         # One view per picture: the views would cost more than the epoch's training.
         predicted = predict(model, choose.images, device, views=False)
@@ -251,7 +277,10 @@ def _fit(model: Classifier, train: LabelledImages, choose: LabelledImages, crop:
         print(f"{lead}epoch {epoch}: loss {total / steps:.4f}, choose accuracy "
               f"{accuracy:.4f} (best {best['accuracy']:.4f})", file=sys.stderr)
     bar.close()
-    return best, history
+    run.save(parts, None, generator, {"epoch": args.epochs + 1, "batch": 0, "order": None,
+                                      "total": 0.0, "commands": commands, "history": history,
+                                      "best": best})
+    return best, history, commands
 
 
 @torch.inference_mode()

@@ -214,7 +214,8 @@ def main(args: argparse.Namespace) -> int:
         bar.update(**figures)
         if args.preview_every and (step % args.preview_every == 0 or step == args.iterations):
             _write_preview(net, preview, out.with_suffix(".preview.png"))
-        if step < args.iterations and run.due(step):
+        run.stepped()
+        if step < args.iterations and run.due():
             break
     bar.close()
     state = run.save(parts, rng, None, {"step": step, "history": history,
