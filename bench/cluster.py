@@ -97,7 +97,8 @@ def throughput(folder: Path, streams: int, seconds: float) -> dict[str, Any]:
 def failover(folder: Path) -> dict[str, Any]:
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    cluster = Cluster(initialize_head=True,
+                      head_node_args={"num_cpus": 0, "include_dashboard": False})
     nodes = [cluster.add_node(num_cpus=1) for _ in range(3)]
     cluster.wait_for_nodes()
     camera = Camera(fps=15, audio=False, size=(160, 120), separate=True).start()

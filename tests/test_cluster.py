@@ -241,7 +241,8 @@ def ray_nodes() -> Iterator[tuple[Any, list[Any]]]:
     """A real Ray cluster of four nodes on this machine: a head with no CPU (the driver's)
     and three nodes of one CPU each (one worker each)."""
     cluster_utils = pytest.importorskip("ray.cluster_utils")
-    cluster = cluster_utils.Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    cluster = cluster_utils.Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 0, "include_dashboard": False})
     nodes = [cluster.add_node(num_cpus=1) for _ in range(3)]
     cluster.wait_for_nodes()
     try:
