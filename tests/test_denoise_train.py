@@ -160,3 +160,15 @@ def test_n_steps_then_resume_then_m_steps_equal_n_plus_m_steps_bit_for_bit(pictu
     assert len(commands) == 3 and all("--resume" in c for c in commands[1:])
     assert main([*common[:-2], "--threads", "1", "--lr", "0.1", "--out", str(parts),
                  "--resume", str(state)]) == 1  # other options: refused, one line
+
+
+def test_eval_noise_is_8_bit_by_default_and_float_on_request():
+    from plugins.denoise.evaluate import noisy_picture
+
+    clean = torch.rand(1, 32, 32)
+    eight = noisy_picture(clean, 50.0, 7, "8bit")
+    assert torch.equal(eight * 255, (eight * 255).round())  # whole levels
+    assert eight.min() >= 0 and eight.max() <= 1
+    raw = noisy_picture(clean, 50.0, 7, "float")
+    assert raw.min() < 0 or raw.max() > 1  # sigma 50 leaves 0..1 somewhere
+    assert torch.allclose(eight, (raw * 255).round().clamp(0, 255) / 255)

@@ -2,7 +2,10 @@
 
 PSNR and SSIM per noise level, for the given models beside OpenCV's non-local means and,
 when the ``bm3d`` package is installed, BM3D; printed as a table (and written as JSON).
-Noise is seeded per picture and level and not clipped, as in the published benchmarks.
+Noise is seeded per picture and level. By default the noisy pictures are 8-bit, as a
+camera or a PNG holds them (noise added, rounded and clipped to 0-255: what a user feeds
+the denoise node); ``--noise float`` leaves them unrounded and unclipped, as the published
+benchmarks do. Every method sees the same noisy pictures.
 """
 
 from __future__ import annotations
@@ -79,6 +82,13 @@ def bm3d_method() -> Method | None:
     return run
 
 
+def noisy_picture(clean: torch.Tensor, sigma: float, seed: int, kind: str) -> torch.Tensor:
+    """``clean`` with seeded Gaussian noise of ``sigma`` (0..255 scale); ``kind`` 8bit
+    rounds and clips it to the 256 levels of an 8-bit picture."""
+    noisy = gaussian(clean, sigma, torch.Generator().manual_seed(seed))
+    return (noisy * 255).round().clamp(0, 255) / 255 if kind == "8bit" else noisy
+
+
 def model_method(name: str, device: torch.device, tile: int | None) -> Method:
     """A trained model (built-in name or checkpoint) as a method."""
     net, _ = load(name)
@@ -102,6 +112,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baselines", default="nlm,bm3d",
                         help="classic methods to score beside the models: nlm, bm3d (when "
                         "the bm3d package is installed), comma-separated, or none")
+    parser.add_argument("--noise", choices=("8bit", "float"), default="8bit",
+                        help="8bit: noisy pictures rounded and clipped to 0-255 (default); "
+                        "float: neither, as in the published benchmarks")
     parser.add_argument("--tile", type=int, help="run models in tiles of this side")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", help="also write the table here")
@@ -125,7 +138,7 @@ def main(args: argparse.Namespace) -> int:
         methods["BM3D"] = found
     rows = []
     for sigma in levels:
-        noisy = [gaussian(p, sigma, torch.Generator().manual_seed(i * 1000 + int(sigma)))
+        noisy = [noisy_picture(p, sigma, i * 1000 + int(sigma), args.noise)
                  for i, p in enumerate(pictures)]
         rows.append({"method": "noisy input", "sigma": sigma,
                      "psnr": float(np.mean([psnr(n, p) for n, p in zip(noisy, pictures,
