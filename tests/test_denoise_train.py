@@ -172,3 +172,15 @@ def test_eval_noise_is_8_bit_by_default_and_float_on_request():
     raw = noisy_picture(clean, 50.0, 7, "float")
     assert raw.min() < 0 or raw.max() > 1  # sigma 50 leaves 0..1 somewhere
     assert torch.allclose(eight, (raw * 255).round().clamp(0, 255) / 255)
+
+
+def test_bm3d_baseline_denoises_the_same_8_bit_picture():
+    from skimage import data
+
+    from plugins.denoise.evaluate import bm3d_method, noisy_picture
+
+    method = bm3d_method()
+    assert method is not None, "the bm3d package (a dev dependency) is missing"
+    clean = torch.from_numpy(data.camera()[128:256, 128:256].copy()).float()[None] / 255
+    noisy = noisy_picture(clean, 25.0, 1, "8bit")
+    assert psnr(method(noisy, 25.0), clean) > psnr(noisy, clean) + 6.0
