@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pipeline.core.device import tensor_code
 from plugins.mtcnn import area as area_module
 from plugins.mtcnn.area import (
     NET_OFFSET,
@@ -250,3 +251,60 @@ def test_crops_of_big_boxes_are_exact_too(astronaut) -> None:
     for k, box in enumerate(boxes):  # bins of 6 to 22 pixels
         torch.testing.assert_close(cut[k], reference_crop(astronaut, box, 24),
                                    atol=1e-5, rtol=0)
+
+
+def crowd(astronaut: np.ndarray) -> np.ndarray:
+    """A 1080p frame of 12 copies of her face, 160 to 320 px wide (areas over float16's
+    65,504 px²)."""
+    canvas = np.full((1080, 1920, 3), 118, np.uint8)
+    photo = astronaut[40:296, 120:376]
+    for k in range(12):
+        side = (160, 240, 320)[k % 3]
+        y, x = (k // 6) * 540 + 20, (k % 6) * 320
+        canvas[y:y + side, x:x + side] = cv2.resize(photo, (side, side))
+    return canvas
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_the_gpu_s_tensor_code_run_on_the_cpu_finds_the_same_faces(detector, astronaut,
+                                                                     dtype) -> None:
+    pictures = [composite(astronaut, s, a, c)[0] for s, a, c in
+                ((1.0, 0, (320, 240)), (0.35, 0, (100, 100)), (0.7, 8, (480, 300)))]
+    batches = [np.stack(pictures), crowd(astronaut)[None]]
+    with tensor_code():
+        tensor = Detector(torch.device("cpu"), dtype=dtype)
+        found = [tensor.detect(torch.from_numpy(b)) for b in batches]
+    expected = [detector.detect(torch.from_numpy(b)) for b in batches]
+    assert len(expected[1][0]) == 12
+    for got_batch, want_batch in zip(found, expected, strict=True):
+        for got, want in zip(got_batch, want_batch, strict=True):
+            assert len(got) == len(want)
+            if dtype == torch.float32:  # the same arithmetic, another order of operations
+                torch.testing.assert_close(got.boxes, want.boxes, atol=0.05, rtol=0)
+                continue
+            for box in want.boxes.tolist():  # float16 nets: each face found within IoU 0.9
+                assert max(iou(box, other) for other in got.boxes.tolist()) > 0.9
+            assert got.boxes.dtype == torch.float32 and torch.isfinite(got.boxes).all()
+
+
+def test_nms_keeps_frames_apart_even_for_boxes_outside_their_frame() -> None:
+    # shifting each frame's boxes by (largest coordinate + 1) * frame, as batched NMS once
+    # did, lays the second box exactly on the first: a mask keeps them apart
+    boxes = torch.tensor([[0.0, 0, 10, 10], [-11, -11, -1, -1]])
+    scores, groups = torch.tensor([0.9, 0.8]), torch.tensor([0, 1])
+    assert cluster_nms(boxes, groups, 0.5).tolist() == [True, True]
+    assert sorted(batched_nms(boxes, scores, groups, 0.5).tolist()) == [0, 1]
+
+
+@pytest.mark.parametrize("by_min", [False, True])
+def test_tensor_nms_is_the_compiled_nms_for_thousands_of_boxes_in_64_groups(by_min) -> None:
+    rng = np.random.default_rng(7)
+    xy = rng.uniform(-300, 600, (3000, 2))  # reaching out of the frames
+    wh = rng.uniform(20, 400, (3000, 2))
+    boxes = torch.tensor(np.concatenate([xy, xy + wh], 1), dtype=torch.float32)
+    scores = torch.tensor(rng.uniform(0, 1, 3000), dtype=torch.float32)
+    groups = torch.tensor(rng.integers(0, 64, 3000))
+    compiled = batched_nms(boxes, scores, groups, 0.5, by_min=by_min)
+    with tensor_code():
+        tensor = batched_nms(boxes, scores, groups, 0.5, by_min=by_min)
+    assert 300 < len(compiled) < 2900 and torch.equal(tensor, compiled)

@@ -15,7 +15,7 @@ on one GPU stream are handed safely to the next node.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -39,6 +39,31 @@ def resolve_device(spec: str | None, default: str = "auto") -> torch.device:
             raise VidgraphError(f"device '{text}' requested but only "
                                 f"{torch.cuda.device_count()} CUDA device(s) exist")
     return device
+
+
+#: the one switch between compiled CPU loops (numba, OpenCV) and tensor code; see
+#: :func:`compiled_loops`
+_COMPILED = {"on": True}
+
+
+def compiled_loops(tensor: torch.Tensor) -> bool:
+    """Whether work on ``tensor`` goes through a compiled CPU loop (numba, OpenCV), which
+    only CPU tensors can, rather than the tensor code every other device runs. Every place
+    that chooses between the two asks here, so :func:`tensor_code` can run the GPU's code
+    whole on the CPU (tests check it there, in fp32 and fp16, without a GPU)."""
+    return _COMPILED["on"] and tensor.device.type == "cpu"
+
+
+@contextlib.contextmanager
+def tensor_code() -> Iterator[None]:
+    """Within this block, CPU tensors take the tensor code other devices take (for the
+    whole process: meant for tests and benchmarks)."""
+    before = _COMPILED["on"]
+    _COMPILED["on"] = False
+    try:
+        yield
+    finally:
+        _COMPILED["on"] = before
 
 
 def inference_dtype(device: torch.device, half: bool = False) -> torch.dtype:

@@ -17,6 +17,8 @@ import numba
 import numpy as np
 import torch
 
+from pipeline.core.device import compiled_loops
+
 #: the largest frame sum int32 tables hold (beyond it, 4K and up, tables take 64 bits)
 INT32_SUMS = 2 ** 31 - 1
 
@@ -28,7 +30,7 @@ def summed_area(images: torch.Tensor) -> torch.Tensor:
     corners of their bins. On the CPU OpenCV's vectorised integral, elsewhere two cumsums."""
     n, height, width, channels = images.shape
     wide = height * width * 255 > INT32_SUMS
-    if images.device.type != "cpu":
+    if not compiled_loops(images):
         return summed_area_torch(images, torch.int64 if wide else torch.int32)
     depth = cv2.CV_64F if wide else cv2.CV_32S
     tables = [cv2.integral(np.ascontiguousarray(frame.numpy()), sdepth=depth)
@@ -73,7 +75,7 @@ class AreaResize:
 
     def __call__(self, table: torch.Tensor) -> torch.Tensor:
         """The frames of ``table``, resized: float32 (N, C, h, w), channels-last."""
-        if table.device.type != "cpu":
+        if not compiled_loops(table):
             return self.gathered(table)
         n, (height, width) = len(table), self.weight.shape[:2]
         return bin_means(table, torch.arange(n), (self.rows[0].expand(n, -1),
@@ -104,7 +106,7 @@ def bin_means(table: torch.Tensor, owner: torch.Tensor, rows: Bins, cols: Bins,
     ``weight[k, i, j]``, plus ``offset``. Returns float32 (K, C, h, w), channels-last.
     RGB frames on the CPU go through one compiled loop, the rest through
     :func:`gathered_bin_means`; both give the same values."""
-    if table.device.type != "cpu" or table.shape[-1] != 3:
+    if not compiled_loops(table) or table.shape[-1] != 3:
         return gathered_bin_means(table, owner, rows, cols, weight, offset)
     count, height, width = weight.shape
     out = np.empty((count, height, width * 3), np.float32)

@@ -2,10 +2,11 @@
 
 P-Net runs over an image pyramid and proposes windows; R-Net and O-Net refine them on 24x24
 and 48x48 crops, cut for all faces of all frames together (see :func:`crops`).
-Boxes of every frame go through one NMS call per step, kept apart by offsetting each
-frame's coordinates (so they can never overlap). The pixel conventions (whole-pixel crops,
-sizes counting both edge pixels) are the original MTCNN's, so results match the reference
-implementations.
+Boxes of every frame go through one NMS call per step, each frame's apart (see
+:func:`~plugins.mtcnn.nms.batched_nms`). Box arithmetic is float32 whatever the nets run
+in: in float16 a 1080p box's area overflows and its corners move by whole pixels. The
+pixel conventions (whole-pixel crops, sizes counting both edge pixels) are the original
+MTCNN's, so results match the reference implementations.
 """
 
 from __future__ import annotations
@@ -70,12 +71,15 @@ class Detector:
     def __init__(self, device: torch.device, *, min_face: float = 20.0,
                  thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
                  scale_factor: float = 0.709, nets: tuple[PNet, RNet, ONet] | None = None,
-                 half: bool = False, chunk: int | None = None) -> None:
+                 half: bool = False, chunk: int | None = None,
+                 dtype: torch.dtype | None = None) -> None:
         self.device = device
         self.min_face = min_face
         self.thresholds = thresholds
         self.scale_factor = scale_factor
-        self.dtype = inference_dtype(device, half)
+        # dtype: the nets' arithmetic, where half's choice is not wanted (tests run the
+        # GPU's float16 on the CPU)
+        self.dtype = dtype or inference_dtype(device, half)
         pnet, rnet, onet = nets or load_nets()
         self.pnet = pnet.to(device, self.dtype)
         self.rnet = rnet.to(device, self.dtype)
@@ -134,13 +138,13 @@ class Detector:
         for scale, resize in pyramid:
             level = resize(table).to(self.dtype)
             features = self.pnet.features(level)
-            prob = self.pnet.face_probability(features)
+            prob = self.pnet.face_probability(features).float()
             img, ys, xs = (prob >= self.thresholds[0]).nonzero(as_tuple=True)
             # the 12x12 window of each output cell, in MTCNN's whole-pixel convention
-            origin = torch.stack([xs, ys], 1).to(features.dtype) * 2
+            origin = torch.stack([xs, ys], 1).float() * 2
             window = torch.cat([((origin + 1) / scale).floor(),
                                 ((origin + 12) / scale).floor()], 1)
-            found = torch.cat([window, self.pnet.box_at(features, img, ys, xs)], 1)
+            found = torch.cat([window, self.pnet.box_at(features, img, ys, xs).float()], 1)
             scores = prob[img, ys, xs]
             keep = batched_nms(found[:, :4], scores, img, 0.5)  # within the scale, per frame
             all_boxes.append(found[keep])
@@ -155,7 +159,7 @@ class Detector:
                 owner: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if len(boxes) == 0:
             return boxes, boxes.new_zeros(0), owner
-        reg, prob = self.rnet(self._input(table, boxes, owner, 24))
+        reg, prob = (t.float() for t in self.rnet(self._input(table, boxes, owner, 24)))
         hit = prob[:, 1] > self.thresholds[1]
         boxes, reg, scores, owner = boxes[hit], reg[hit], prob[hit, 1], owner[hit]
         keep = batched_nms(boxes, scores, owner, 0.7)
@@ -166,7 +170,7 @@ class Detector:
                 owner: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if len(boxes) == 0:
             return boxes, boxes.new_zeros(0), owner, boxes.new_zeros((0, 5, 2))
-        reg, marks, prob = self.onet(self._input(table, boxes, owner, 48))
+        reg, marks, prob = (t.float() for t in self.onet(self._input(table, boxes, owner, 48)))
         hit = prob[:, 1] > self.thresholds[2]
         boxes, reg, marks, scores, owner = (boxes[hit], reg[hit], marks[hit], prob[hit, 1],
                                             owner[hit])

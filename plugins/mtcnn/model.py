@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.core.device import compiled_loops
 from pipeline.core.errors import VidgraphError
 
 from .layers import PReLU, max_pool_3x3, max_pool_same, prelu_max_pool2
@@ -95,7 +96,7 @@ class PNet(_Net):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The 32 channels per window that both heads read."""
         x = self.conv1(x)
-        if (x.device.type == "cpu" and x.dtype == torch.float32 and not x.requires_grad
+        if (compiled_loops(x) and x.dtype == torch.float32 and not x.requires_grad
                 and x.is_contiguous(memory_format=torch.channels_last)):
             x = prelu_max_pool2(x, self.prelu1.weight)
         else:

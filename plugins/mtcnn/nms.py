@@ -13,6 +13,8 @@ import numba
 import numpy as np
 import torch
 
+from pipeline.core.device import compiled_loops
+
 
 def box_iou(a: torch.Tensor, b: torch.Tensor, *, by_min: bool = False) -> torch.Tensor:
     """IoU matrix of boxes (x1 y1 x2 y2); ``by_min``: intersection over the smaller box."""
@@ -33,7 +35,7 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor,
     if boxes.numel() == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
     order = scores.argsort(descending=True)
-    if boxes.device.type != "cpu":
+    if not compiled_loops(boxes):
         return order[cluster_nms(boxes[order], groups[order], threshold, by_min=by_min)]
     _, group = torch.unique(groups[order], return_inverse=True)  # 0, 1, ... per group
     keep = np.empty(len(order), np.bool_)
@@ -47,10 +49,11 @@ def cluster_nms(boxes: torch.Tensor, groups: torch.Tensor, threshold: float, *,
     """Which of ``boxes`` (sorted best first) greedy NMS keeps, as a boolean mask, with
     matrix operations instead of a loop over boxes: greedy NMS as a fixed point
     (Cluster-NMS, Zheng et al. 2020). A box survives when no surviving better box
-    overlaps it; iterating from "all survive" reaches exactly the greedy result."""
-    shift = (boxes.max() + 1) * groups.to(boxes.dtype)  # groups apart: they never overlap
-    shifted = boxes + shift[:, None]
-    iou = box_iou(shifted, shifted, by_min=by_min).triu(diagonal=1)
+    overlaps it; iterating from "all survive" reaches exactly the greedy result. Boxes of
+    different groups never suppress each other (a mask, not shifted coordinates, which
+    lose precision and let a box reaching out of its frame touch another frame's)."""
+    iou = box_iou(boxes, boxes, by_min=by_min).triu(diagonal=1)
+    iou = iou.masked_fill(groups[:, None] != groups[None, :], 0)
     keep = torch.ones(len(boxes), dtype=torch.bool, device=boxes.device)
     for _ in range(len(boxes)):
         new = (iou * keep[:, None]).amax(0) <= threshold
