@@ -23,6 +23,8 @@ from plugins.mtcnn.area import (
 from plugins.mtcnn.detector import Detector
 from plugins.mtcnn.nms import batched_nms, box_iou, cluster_nms
 
+from .pictures import crowd
+
 #: her face in skimage's 512x512 astronaut, labelled by hand (brows to chin, ear to ear)
 FACE = (182.0, 62.0, 268.0, 174.0)
 
@@ -253,24 +255,12 @@ def test_crops_of_big_boxes_are_exact_too(astronaut) -> None:
                                    atol=1e-5, rtol=0)
 
 
-def crowd(astronaut: np.ndarray) -> np.ndarray:
-    """A 1080p frame of 12 copies of her face, 160 to 320 px wide (areas over float16's
-    65,504 px²)."""
-    canvas = np.full((1080, 1920, 3), 118, np.uint8)
-    photo = astronaut[40:296, 120:376]
-    for k in range(12):
-        side = (160, 240, 320)[k % 3]
-        y, x = (k // 6) * 540 + 20, (k % 6) * 320
-        canvas[y:y + side, x:x + side] = cv2.resize(photo, (side, side))
-    return canvas
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_the_gpu_s_tensor_code_run_on_the_cpu_finds_the_same_faces(detector, astronaut,
                                                                      dtype) -> None:
     pictures = [composite(astronaut, s, a, c)[0] for s, a, c in
                 ((1.0, 0, (320, 240)), (0.35, 0, (100, 100)), (0.7, 8, (480, 300)))]
-    batches = [np.stack(pictures), crowd(astronaut)[None]]
+    batches = [np.stack(pictures), crowd()[0][None]]
     with tensor_code():
         tensor = Detector(torch.device("cpu"), dtype=dtype)
         found = [tensor.detect(torch.from_numpy(b)) for b in batches]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.core.device import inference_dtype
+from pipeline.core.device import compiled_loops, inference_dtype
 from pipeline.core.frame import Detections
 
 from .area import NET_OFFSET, AreaResize, crops, summed_area
@@ -102,7 +102,7 @@ class Detector:
     def _chunk(self, images: torch.Tensor) -> int:
         if self.chunk is not None:
             return self.chunk
-        if self.device.type != "cpu":
+        if not compiled_loops(images):  # the tensor code: the whole batch at once
             return max(1, len(images))
         return max(1, CPU_CHUNK_PIXELS // (images.shape[1] * images.shape[2]))
 
@@ -115,8 +115,12 @@ class Detector:
         limit = torch.tensor([width, height, width, height], device=boxes.device,
                              dtype=boxes.dtype)
         boxes = torch.minimum(boxes.clamp(min=0), limit)
-        return [Detections(boxes[owner == i].float(), scores[owner == i].float(),
-                           marks[owner == i].float()) for i in range(n)]
+        # grouped by frame, then split with one transfer of the counts (not a mask each)
+        order = owner.argsort(stable=True)
+        counts = torch.bincount(owner, minlength=n).tolist()
+        return [Detections(b, s, m) for b, s, m in zip(
+            boxes[order].float().split(counts), scores[order].float().split(counts),
+            marks[order].float().split(counts), strict=True)]
 
     def _pyramid(self, height: int, width: int) -> list[tuple[float, AreaResize]]:
         """Each level's scale and resizing, worked out once per frame size; levels come out
