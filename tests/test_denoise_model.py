@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from pipeline.core.device import tensor_code
 from plugins.denoise.model import DnCNN, FFDNet
 from plugins.denoise.noise import camera, estimate_sigma, gaussian, to_linear, to_srgb
 
@@ -65,3 +66,15 @@ def test_noise_level_estimate_is_within_15_percent(name, sigma):
     x = picture[None, None] if picture.ndim == 2 else picture.permute(2, 0, 1)[None]
     noisy = gaussian(x, float(sigma), torch.Generator().manual_seed(sigma))
     assert estimate_sigma(noisy).item() == pytest.approx(sigma, rel=0.15)
+
+
+def test_median_of_the_flat_half_is_torch_s_median_of_the_masked_entries() -> None:
+    from plugins.denoise.noise import flat_median
+
+    rng = torch.Generator().manual_seed(3)
+    values = torch.rand(6, 501, generator=rng)
+    chosen = torch.rand(6, 501, generator=rng) < torch.linspace(0.1, 0.9, 6)[:, None]
+    expected = torch.stack([v[c].median() for v, c in zip(values, chosen, strict=True)])
+    assert torch.equal(flat_median(values, chosen), expected)
+    with tensor_code():  # the GPU's way: no indexing by the mask
+        assert torch.equal(flat_median(values, chosen), expected)

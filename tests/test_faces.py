@@ -14,7 +14,7 @@ import torch
 
 from pipeline.core.frame import Frame
 from pipeline.kit.testing import run_node
-from plugins.mtcnn.face_crops import TEMPLATES, similarity
+from plugins.mtcnn.face_crops import TEMPLATES, invert_similarity, similarity
 
 from .conftest import ffprobe, stream, vidgraph
 from .test_mtcnn_detector import composite, iou
@@ -146,3 +146,27 @@ def test_anonymize_graph_keeps_the_sound_and_hides_the_face(tmp_path: Path, clip
                       "--set", f"out.path={with_sound}")
     assert result.returncode == 0, result.stderr
     assert stream(ffprobe(with_sound), "audio") is not None
+
+
+def umeyama(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """The textbook similarity fit (Umeyama 1991, by SVD), for one set of points."""
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s, d = src - mu_s, dst - mu_d
+    u, sv, vh = torch.linalg.svd(d.T @ s / len(src))
+    fix = torch.tensor([1.0, float(torch.sign(torch.linalg.det(u @ vh)))], dtype=src.dtype)
+    rot = u @ torch.diag(fix) @ vh
+    scale = (sv * fix).sum() / (s.pow(2).sum() / len(src))
+    return torch.cat([scale * rot, (mu_d - scale * rot @ mu_s)[:, None]], 1)
+
+
+def test_closed_form_similarity_is_umeyama_s_and_inverts_exactly() -> None:
+    rng = torch.Generator().manual_seed(5)
+    src = torch.rand(20, 5, 2, generator=rng, dtype=torch.float64) * 400
+    dst = TEMPLATES["arcface"].double()
+    fitted = similarity(src, dst)
+    for k in range(20):
+        torch.testing.assert_close(fitted[k], umeyama(src[k], dst), atol=1e-9, rtol=0)
+    rows = torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64).expand(20, 1, 3)
+    torch.testing.assert_close(invert_similarity(fitted),
+                               torch.linalg.inv(torch.cat([fitted, rows], 1))[:, :2],
+                               atol=1e-9, rtol=0)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from pipeline.core.device import compiled_loops
+
 
 def gaussian(images: torch.Tensor, sigma: float | torch.Tensor,
              generator: torch.Generator | None = None) -> torch.Tensor:
@@ -73,5 +75,16 @@ def estimate_sigma(images: torch.Tensor) -> torch.Tensor:
     structure = (gx.abs() + gy.abs()).flatten(1)
     flat = structure <= structure.median(dim=1, keepdim=True).values
     band = diagonal.flatten(1).abs()
-    mads = [b[f].median() for b, f in zip(band, flat, strict=True)]
-    return torch.stack(mads) / 0.6745 * 255 * mix
+    return flat_median(band, flat) / 0.6745 * 255 * mix
+
+
+def flat_median(values: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+    """Per row of ``values`` (N, M), the median of the entries ``chosen`` (a boolean mask)
+    marks, as ``torch.median`` takes it (the lower of two middles). The tensor code does
+    not index by the mask, which would wait for the device once per row: the others sort
+    last instead. On the CPU a selection per row is three times as fast as that sort."""
+    if compiled_loops(values):
+        return torch.stack([v[c].median() for v, c in zip(values, chosen, strict=True)])
+    ordered = values.masked_fill(~chosen, float("inf")).sort(1).values
+    middle = ((chosen.sum(1) - 1).clamp(min=0) // 2)[:, None]
+    return ordered.gather(1, middle)[:, 0]

@@ -25,20 +25,27 @@ TEMPLATES = {
 
 
 def similarity(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
-    """Least-squares similarity transforms (Umeyama 1991) mapping ``src`` points onto
-    ``dst``: (K, 5, 2) and (5, 2) -> (K, 2, 3) matrices, all faces at once."""
+    """Least-squares similarity transforms (rotation, scale, shift; Umeyama 1991) mapping
+    ``src`` points onto ``dst``: (K, 5, 2) and (5, 2) -> (K, 2, 3) matrices, all faces at
+    once. In the plane the best rotation and scale have a closed form (as complex numbers,
+    w = sum(conj(s) d) / sum(|s|^2) over the centred points): no SVD, no host sync."""
     mu_s, mu_d = src.mean(1, keepdim=True), dst.mean(0, keepdim=True)
     s, d = src - mu_s, (dst - mu_d).expand_as(src)
-    cov = d.transpose(1, 2) @ s / src.shape[1]  # (K, 2, 2)
-    u, sv, vh = torch.linalg.svd(cov)
-    sign = torch.sign(torch.linalg.det(u @ vh))
-    fix = torch.ones_like(sv)
-    fix[:, 1] = sign
-    rot = u @ torch.diag_embed(fix) @ vh
-    var = s.pow(2).sum((1, 2)) / src.shape[1]
-    scale = (sv * fix).sum(1) / var
-    shift = mu_d.transpose(0, 1) - scale[:, None, None] * rot @ mu_s.transpose(1, 2)
-    return torch.cat([scale[:, None, None] * rot, shift], 2)
+    norm = s.pow(2).sum((1, 2)).clamp(min=1e-12)
+    a = (s * d).sum((1, 2)) / norm
+    b = (s[..., 0] * d[..., 1] - s[..., 1] * d[..., 0]).sum(1) / norm
+    linear = torch.stack([torch.stack([a, -b], 1), torch.stack([b, a], 1)], 1)  # (K, 2, 2)
+    shift = mu_d.transpose(0, 1) - linear @ mu_s.transpose(1, 2)
+    return torch.cat([linear, shift], 2)
+
+
+def invert_similarity(matrix: torch.Tensor) -> torch.Tensor:
+    """The inverse of each similarity (K, 2, 3), in closed form: [[a, -b], [b, a]] over
+    a^2 + b^2, transposed."""
+    a, b = matrix[:, 0, 0], matrix[:, 1, 0]
+    norm = (a * a + b * b).clamp(min=1e-12)[:, None, None]
+    linear = torch.stack([torch.stack([a, b], 1), torch.stack([-b, a], 1)], 1) / norm
+    return torch.cat([linear, -linear @ matrix[:, :, 2:]], 2)
 
 
 class FaceCropsParams(Params):
@@ -88,9 +95,8 @@ class FaceCrops(Stage):
         height, width = image.shape[:2]
         template = TEMPLATES[self.params.template].to(marks.device) * (size / 112)
         # The inverse map (chip pixel -> picture pixel) is what sampling needs.
-        forward = similarity(marks, template)
+        inverse = invert_similarity(similarity(marks, template))
         rows = torch.tensor([[0.0, 0.0, 1.0]], device=marks.device).expand(len(marks), 1, 3)
-        inverse = torch.linalg.inv(torch.cat([forward, rows], 1))[:, :2]
         # Chip pixel centres in [-1, 1] -> chip pixels -> picture pixels -> picture [-1, 1].
         to_pixels = torch.tensor([[size / 2, 0, size / 2 - 0.5], [0, size / 2, size / 2 - 0.5],
                                   [0, 0, 1]], device=marks.device)
