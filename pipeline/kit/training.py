@@ -18,7 +18,6 @@ import random
 import shlex
 import sys
 import time
-from collections.abc import Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
@@ -132,16 +131,6 @@ class ProgressBar:
         if self.tty:
             self.stream.write("\n")
             self.stream.flush()
-
-
-def batches(count: int, size: int, generator: torch.Generator | None,
-            *, drop_last: bool = False) -> Iterator[torch.Tensor]:
-    """Index batches over ``count`` items, shuffled when a ``generator`` is given."""
-    order = (torch.randperm(count, generator=generator) if generator is not None
-             else torch.arange(count))
-    stop = count - count % size if drop_last and count >= size else count
-    for first in range(0, stop, size):
-        yield order[first:first + size]
 
 
 def add_resume_options(parser: argparse.ArgumentParser) -> None:
