@@ -30,11 +30,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, ModuleType
-from typing import Any, TextIO
+from typing import Any
 
 from ..core.errors import ParameterError, VidgraphError
 from ..core.executor import Executor
 from ..core.graph import Graph
+from ..core.metrics import StatusLine
 from ..kit.following import Follower
 from ..kit.monitoring import Address, Monitor
 from .assignment import Assignment
@@ -105,28 +106,19 @@ def _actor_options(options: ClusterOptions) -> dict[str, Any]:
             "max_restarts": -1, "max_concurrency": 4, "scheduling_strategy": "SPREAD"}
 
 
-class Ticker:
-    """The one progress line of a cluster job (rewritten on a terminal, else every 5 s)."""
-
-    def __init__(self, line: Callable[[], str], quiet: bool, out: TextIO | None = None) -> None:
-        self.line = line
-        self.out = out or sys.stderr
-        self.quiet = quiet
-        self.tty = self.out.isatty()
-        self.every_s = 0.5 if self.tty else 5.0
-        self.last = time.monotonic()
-
-    def tick(self, final: bool = False) -> None:
-        """Print the line if it is time (or ``final``)."""
-        now = time.monotonic()
-        if self.quiet or not (final or now - self.last >= self.every_s):
-            return
-        self.last = now
-        if self.tty:
-            self.out.write("\r\033[K" + self.line() + ("\n" if final else ""))
-        else:
-            self.out.write(self.line() + "\n")
-        self.out.flush()
+@contextmanager
+def status_line(describe: Callable[[], str], quiet: bool) -> Iterator[None]:
+    """The job's one progress line while the block runs (none when ``quiet``); its final
+    state is printed at the end. ``describe`` runs on the line's own thread."""
+    if quiet:
+        yield
+        return
+    line = StatusLine(describe)
+    line.start()
+    try:
+        yield
+    finally:
+        line.stop()
 
 
 @contextmanager
@@ -264,15 +256,16 @@ class _Live:
         self.changes = changes
         self.started = time.monotonic()
         self.failure: str | None = None
-        self.ticker = Ticker(self._line, options.quiet)
         self._events(self.assignment.set_streams(split.streams))
 
     def _line(self) -> str:
-        frames = sum(m.frames for m in self.members.values())
+        # on the status line's thread: copies first (one step each), then read them
+        placements = list(self.assignment.streams.values())
+        frames = sum(m.frames for m in list(self.members.values()))
         elapsed = max(time.monotonic() - self.started, 1e-9)
-        unassigned = len(self.assignment.unassigned())
+        unassigned = sum(1 for p in placements if p.worker is None)
         text = (f"cluster: {len(self.assignment.alive)}/{len(self.members)} workers  "
-                f"{len(self.assignment.streams)} streams")
+                f"{len(placements)} streams")
         if unassigned:
             text += f" ({unassigned} unassigned)"
         return text + f"  {frames} frames  {frames / elapsed:.1f} fps  {elapsed:.0f} s"
@@ -288,13 +281,13 @@ class _Live:
 
     def loop(self) -> int:
         stop = threading.Event()
-        with interruptible(stop):
-            while not stop.is_set() and self.failure is None:
-                self._apply_changes()
-                self._beat()
-                self.ticker.tick()
-                stop.wait(BEAT_S)
-        return self._finish(interrupted=stop.is_set())
+        with status_line(self._line, self.options.quiet):
+            with interruptible(stop):
+                while not stop.is_set() and self.failure is None:
+                    self._apply_changes()
+                    self._beat()
+                    stop.wait(BEAT_S)
+            return self._finish(interrupted=stop.is_set())
 
     def _apply_changes(self) -> None:
         """Streams added to and removed from the followed sources file are added to and
@@ -372,7 +365,6 @@ class _Live:
             for key, record in reply["events"]:
                 self.sinks.put(key, {**record, "worker": index})
             workers[f"worker{index}"] = reply["stats"]
-        self.ticker.tick(final=True)
         driver = self.sinks.stop()
         status = "failed" if self.failure else "interrupted" if interrupted else "ok"
         _write_stats(self.options.stats, {
@@ -451,7 +443,6 @@ class _Batch:
         self.pings: dict[Any, int] = {w.ping.remote(): i for i, w in enumerate(workers)}
         self.running: dict[Any, tuple[int, Task]] = {}
         self.started = time.monotonic()
-        self.ticker = Ticker(self._line, options.quiet)
         self.without_workers: float | None = None
 
     def _line(self) -> str:
@@ -469,7 +460,7 @@ class _Batch:
     def loop(self) -> int:
         stop = threading.Event()
         stopping = False
-        with interruptible(stop):
+        with status_line(self._line, self.options.quiet), interruptible(stop):
             while self.queue or self.running:
                 if stop.is_set() and not stopping:
                     stopping = True
@@ -483,8 +474,6 @@ class _Batch:
                 for ref in ready:
                     self._done(ref)
                 self._check_workers()
-                self.ticker.tick()
-        self.ticker.tick(final=True)
         return self._finish(stopping)
 
     def _start(self, index: int, task: Task) -> None:

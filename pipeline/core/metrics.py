@@ -135,17 +135,15 @@ class Metrics:
         Path(path).write_text(json.dumps(self.to_dict(status, error), indent=2) + "\n")
 
 
-class Progress:
-    """A live line on stderr: frames done, fps, ETA when the total is known.
+class StatusLine:
+    """A live line on stderr, the text ``describe()`` gives, from a thread of its own.
 
     On a terminal it rewrites one line; otherwise it prints a line every ``interval_s * 10``.
     """
 
-    def __init__(self, metrics: Metrics, counted: list[str], total: int | None,
-                 stream: TextIO | None = None, interval_s: float = 0.5) -> None:
-        self.metrics = metrics
-        self.counted = counted
-        self.total = total
+    def __init__(self, describe: Callable[[], str], stream: TextIO | None = None,
+                 interval_s: float = 0.5) -> None:
+        self.describe = describe
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self.interval_s = interval_s if self.tty else interval_s * 10
@@ -162,6 +160,28 @@ class Progress:
         self._thread.join()
         self._print(final=True)
 
+    def _print(self, final: bool = False) -> None:
+        if self.tty:
+            self.stream.write("\r\033[K" + self.describe() + ("\n" if final else ""))
+        else:
+            self.stream.write(self.describe() + "\n")
+        self.stream.flush()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._print()
+
+
+class Progress(StatusLine):
+    """The progress of a run: frames done, fps, ETA when the total is known."""
+
+    def __init__(self, metrics: Metrics, counted: list[str], total: int | None,
+                 stream: TextIO | None = None, interval_s: float = 0.5) -> None:
+        super().__init__(self.line, stream, interval_s)
+        self.metrics = metrics
+        self.counted = counted
+        self.total = total
+
     def line(self) -> str:
         """The current progress text."""
         done = min((self.metrics.nodes[n].frames_in for n in self.counted), default=0)
@@ -177,14 +197,3 @@ class Progress:
         if drops:
             text += f"  {drops} dropped"
         return text
-
-    def _print(self, final: bool = False) -> None:
-        if self.tty:
-            self.stream.write("\r\033[K" + self.line() + ("\n" if final else ""))
-        else:
-            self.stream.write(self.line() + "\n")
-        self.stream.flush()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self._print()
