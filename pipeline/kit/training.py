@@ -169,6 +169,8 @@ class Resumable:
         self.started = time.monotonic()
         self.steps_now = 0
         self.before_s = 0.0  #: training time spent by the runs this one resumes
+        #: the command of every run of this training, the first and each resumption
+        self.commands = [command_line(args)]
 
     def options(self) -> dict[str, Any]:
         """The options that must match between a run and its resumption."""
@@ -200,6 +202,7 @@ class Resumable:
         if generator is not None:
             generator.set_state(saved["random"]["generator"])
         self.before_s = float(saved["seconds"])
+        self.commands = [*saved["commands"], *self.commands]
         return dict(saved["kept"])
 
     def stepped(self) -> None:
@@ -221,6 +224,7 @@ class Resumable:
         """Write the state (to a temporary name first: a kill never leaves half of it)."""
         state = {
             "options": self.options(), "seconds": self.seconds(), "kept": kept,
+            "commands": self.commands,
             "parts": {name: part.state_dict() for name, part in parts.items()},
             "random": {"python": random.getstate(), "torch": torch.get_rng_state(),
                        "numpy": None if rng is None else rng.bit_generator.state,
@@ -231,17 +235,17 @@ class Resumable:
         os.replace(part, self.path)
         return self.path
 
-
-def note_training(weights: Path, commands: list[str], seconds: float) -> None:
-    """Record in a weights file's ``info`` every command of its training (the first and
-    each resumption) and the training time over all of them."""
-    if not weights.exists():
-        return
-    saved = torch.load(weights, map_location="cpu", weights_only=False)
-    saved["info"].update(commands=commands, minutes=round(seconds / 60, 1))
-    part = weights.with_name(weights.name + ".part")
-    torch.save(saved, part)
-    os.replace(part, weights)
+    def note(self, weights: Path) -> None:
+        """Record in a weights file's ``info`` every command of its training and the
+        training time over all of them (the best weights were written before the last
+        runs, which only now are known)."""
+        if not weights.exists():
+            return
+        saved = torch.load(weights, map_location="cpu", weights_only=False)
+        saved["info"].update(commands=self.commands, minutes=round(self.seconds() / 60, 1))
+        part = weights.with_name(weights.name + ".part")
+        torch.save(saved, part)
+        os.replace(part, weights)
 
 
 def command_line(args: argparse.Namespace) -> str:

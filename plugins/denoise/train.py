@@ -28,7 +28,6 @@ from pipeline.kit.training import (
     add_resume_options,
     autocast,
     command_line,
-    note_training,
     run_facts,
     schedule,
     seed_everything,
@@ -155,7 +154,6 @@ def main(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     info: dict[str, Any] = {
         "command": command_line(args),
-        "commands": [command_line(args)],
         "data": args.data, "pictures": len(train), "held_out": len(held), "seed": args.seed,
         "iterations": args.iterations, "patch": args.patch, "batch_size": args.batch_size,
         "noise": args.noise, "sigma_max": args.sigma_max,
@@ -166,9 +164,10 @@ def main(args: argparse.Namespace) -> int:
           file=sys.stderr)
     run = Resumable(args, out)
     parts = {"net": net, "optimizer": optimizer, "scheduler": scheduler}
-    kept = run.load(parts, rng, generator) or {"step": 0, "best": -1.0, "history": []}
-    if kept["step"]:  # the card lists the first command and every resumption
-        info = {**kept["info"], "commands": [*kept["info"]["commands"], info["command"]]}
+    kept = run.load(parts, rng, generator) or {"step": 0, "best": -1.0, "history": [],
+                                               "info": info}
+    info = {**kept["info"], "commands": run.commands}  # the card lists every run's command
+    if kept["step"]:
         print(f"resuming at step {kept['step'] + 1} of {args.iterations}", file=sys.stderr)
     best, history = kept["best"], kept["history"]
     bar = ProgressBar(args.iterations - kept["step"], "train",
@@ -200,7 +199,7 @@ def main(args: argparse.Namespace) -> int:
     bar.close()
     state = run.save(parts, rng, generator,
                      {"step": step, "best": best, "history": history, "info": info})
-    note_training(out, info["commands"], run.seconds())
+    run.note(out)
     if step < args.iterations:
         print(f"stopped at step {step} of {args.iterations}: go on with --resume {state}",
               file=sys.stderr)

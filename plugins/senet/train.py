@@ -135,10 +135,10 @@ def main(args: argparse.Namespace) -> int:
     fitted = _fit(model, train, choose, crop, args, device, generator, keep, run)
     if fitted is None:
         return 0
-    best, history, commands = fitted
+    best, history = fitted
     net.load_state_dict(best["state"])
     info.update(best_epoch=best["epoch"], choose_accuracy=best["accuracy"], history=history,
-                minutes=round(run.seconds() / 60, 1), finished=True, commands=commands)
+                minutes=round(run.seconds() / 60, 1), finished=True, commands=run.commands)
     if test is not None:
         predicted = predict(model, test.images, device)
         matrix = confusion_matrix(test.labels, predicted, len(data.classes))
@@ -208,10 +208,9 @@ def augment(images: torch.Tensor, crop: int, rotate: float,
 def _fit(model: Classifier, train: LabelledImages, choose: LabelledImages, crop: int,
          args: argparse.Namespace, device: torch.device, generator: torch.Generator,
          keep: Callable[[dict[str, Any], list[dict[str, float]]], None], run: Resumable
-         ) -> tuple[dict[str, Any], list[dict[str, float]], list[str]] | None:
-    """Train for ``args.epochs``; returns the best state, the history and the commands of
-    every run of this training, or None when the run stopped early (its state written
-    for ``--resume``)."""
+         ) -> tuple[dict[str, Any], list[dict[str, float]]] | None:
+    """Train for ``args.epochs``; returns the best state and the history, or None when
+    the run stopped early (its state written for ``--resume``)."""
     net = model.net
     lr = args.lr or (2e-3 if args.optimizer == "adamw" else 0.1)
     decay = [p for n, p in net.named_parameters() if p.ndim > 1]
@@ -229,9 +228,8 @@ def _fit(model: Classifier, train: LabelledImages, choose: LabelledImages, crop:
     images, labels = train.images.to(device), train.labels.to(device)
     parts = {"net": net, "optimizer": optimizer, "scheduler": scheduler}
     kept = run.load(parts, None, generator) or {
-        "epoch": 1, "batch": 0, "order": None, "total": 0.0, "commands": [], "history": [],
+        "epoch": 1, "batch": 0, "order": None, "total": 0.0, "history": [],
         "best": {"accuracy": -1.0, "epoch": 0, "state": None}}
-    commands = [*kept["commands"], command_line(args)]
     best: dict[str, Any] = kept["best"]
     history: list[dict[str, float]] = kept["history"]
     done = (kept["epoch"] - 1) * steps + kept["batch"]
@@ -246,7 +244,7 @@ def _fit(model: Classifier, train: LabelledImages, choose: LabelledImages, crop:
             if run.due():
                 run.save(parts, None, generator, {
                     "epoch": epoch, "batch": batch, "order": order, "total": total,
-                    "commands": commands, "history": history, "best": best})
+                    "history": history, "best": best})
                 bar.close()
                 print(f"stopped in epoch {epoch} at batch {batch} of {steps}: go on with "
                       f"--resume {run.path}", file=sys.stderr)
@@ -278,9 +276,8 @@ def _fit(model: Classifier, train: LabelledImages, choose: LabelledImages, crop:
               f"{accuracy:.4f} (best {best['accuracy']:.4f})", file=sys.stderr)
     bar.close()
     run.save(parts, None, generator, {"epoch": args.epochs + 1, "batch": 0, "order": None,
-                                      "total": 0.0, "commands": commands, "history": history,
-                                      "best": best})
-    return best, history, commands
+                                      "total": 0.0, "history": history, "best": best})
+    return best, history
 
 
 @torch.inference_mode()

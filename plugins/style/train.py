@@ -29,7 +29,6 @@ from pipeline.kit.training import (
     Resumable,
     add_resume_options,
     autocast,
-    command_line,
     run_facts,
     schedule,
     seed_everything,
@@ -190,8 +189,7 @@ def main(args: argparse.Namespace) -> int:
           file=sys.stderr)
     run = Resumable(args, out)
     parts = {"net": net, "optimizer": optimizer, "scheduler": scheduler}
-    kept = run.load(parts, rng, None) or {"step": 0, "history": [], "commands": []}
-    commands = [*kept["commands"], command_line(args)]
+    kept = run.load(parts, rng, None) or {"step": 0, "history": []}
     history: list[dict[str, float]] = kept["history"]
     step = kept["step"]
     bar = ProgressBar(args.iterations - step, "train", every=max(1, args.iterations // 20))
@@ -218,11 +216,10 @@ def main(args: argparse.Namespace) -> int:
         if step < args.iterations and run.due():
             break
     bar.close()
-    state = run.save(parts, rng, None, {"step": step, "history": history,
-                                        "commands": commands})
+    state = run.save(parts, rng, None, {"step": step, "history": history})
     last = history[-max(1, len(history) // 20):]
     info = {
-        "command": commands[0], "commands": commands, "steps_done": step,
+        "command": run.commands[0], "commands": run.commands, "steps_done": step,
         "style": style_file.name,
         "style_sha256": hashlib.sha256(style_file.read_bytes()).hexdigest(),
         "seed": args.seed, "iterations": args.iterations, "batch_size": args.batch_size,
