@@ -61,12 +61,12 @@ def run(doc: config.Document, graph: Graph, args: argparse.Namespace) -> int:
     shard, _ = find_shard(graph)
     parts = split(graph, shard)
     spec = graph.nodes[shard]
-    followed = getattr(spec.params, "sources_file", None) is not None
+    followed = getattr(spec.params, "sources_file", None)
 
     def reload() -> list[dict[str, Any]]:
         return source_class(graph, shard).shardable(spec.params, shard) or []
 
-    return run_live(parts, options, reload if followed else None)
+    return run_live(parts, options, None if followed is None else (followed, reload))
 
 
 def input_files(pattern: str) -> list[str]:

@@ -217,13 +217,13 @@ class _Member:
 
 
 def run_live(split: Split, options: ClusterOptions,
-             reload: Callable[[], list[dict[str, Any]]] | None) -> int:
-    """Run ``split`` on the cluster until Ctrl+C; ``reload`` reads the streams again (from
-    a followed sources file). Returns the exit status."""
+             follow: tuple[str, Callable[[], list[dict[str, Any]]]] | None) -> int:
+    """Run ``split`` on the cluster until Ctrl+C; ``follow``: a sources file, and what
+    reads the streams from it again when it changes. Returns the exit status."""
     assert split.shard is not None
     ray = connect(options)
     changes: queue.Queue[list[dict[str, Any]]] = queue.Queue()
-    follower = None if reload is None else Follower(reload, changes.put, RELOAD_S,
+    follower = None if follow is None else Follower(*follow, changes.put, RELOAD_S,
                                                     "keeping the current streams")
     try:
         sinks = EventSinks(split.driver, options.metrics)

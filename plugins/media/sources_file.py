@@ -93,4 +93,4 @@ class SourcesWatcher(Follower[list[SourceEntry]]):
 
     def __init__(self, path: str | Path, apply: Callable[[list[SourceEntry]], None],
                  interval_s: float = 0.2) -> None:
-        super().__init__(lambda: load_sources(path), apply, interval_s)
+        super().__init__(path, lambda: load_sources(path), apply, interval_s)
