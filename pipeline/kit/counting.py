@@ -25,8 +25,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from ..core.device import tensor_code
 from ..core.frame import Frame
-from ..core.node import NodeContext, Stage
+from ..core.node import Stage
 from ..core.registry import Registry
+from .testing import opened_node
 
 #: operations that wait for the device whatever their arguments
 SYNC_OPS = frozenset({"nonzero", "nonzero_numpy", "_local_scalar_dense", "equal",
@@ -109,22 +110,15 @@ def count_node(plugin: str, frames: list[Frame], registry: Registry,
     """Operations, views and syncs per frame of the stage ``plugin`` on the batch
     ``frames``, on the tensor code a GPU runs: one warm-up call, then one counted on the
     same pictures as new frames (a node that skips frames it has seen still works)."""
-    cls = registry.get(plugin)
-    context = NodeContext(name=plugin, device=torch.device("cpu"),
-                          connected=frozenset(p.name for p in cls.inputs[:1]))
-    node = cls(cls.Params.model_validate(params), context)
-    if not isinstance(node, Stage):
-        raise TypeError(f"'{plugin}' is not a stage")
-    node.open()
-    try:
-        with torch.inference_mode(), tensor_code():
-            node.stream_started(frames[0].stream)
-            node.run(frames)
-            later = [f.replace(index=f.index + len(frames)) for f in frames]
-            with counting() as counts:
-                node.run(later)
-    finally:
-        node.close()
+    with opened_node(plugin, registry, **params) as node, torch.inference_mode(), \
+            tensor_code():
+        if not isinstance(node, Stage):
+            raise TypeError(f"'{plugin}' is not a stage")
+        node.stream_started(frames[0].stream)
+        node.run(frames)
+        later = [f.replace(index=f.index + len(frames)) for f in frames]
+        with counting() as counts:
+            node.run(later)
     n = len(frames)
     return {"node": plugin, "ops": round(counts.ops / n, 1), "views": round(counts.views / n, 1),
             "syncs": round(counts.syncs / n, 1),

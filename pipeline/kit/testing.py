@@ -10,7 +10,8 @@ result = run_graph(yaml_text)                         # a whole graph, in this p
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -20,7 +21,7 @@ from ..core import config
 from ..core.executor import Executor, RunResult
 from ..core.frame import Frame
 from ..core.graph import build_graph
-from ..core.node import Emit, NodeContext, Sink, Stage
+from ..core.node import Emit, Node, NodeContext, Sink, Stage
 from ..core.registry import Registry
 
 
@@ -33,6 +34,23 @@ def run_graph(graph_yaml: str | dict[str, Any], *, registry: Registry | None = N
     return Executor(graph).run()
 
 
+@contextmanager
+def opened_node(plugin: str | type[Stage] | type[Sink], registry: Registry | None = None,
+                **params: Any) -> Iterator[Node]:
+    """The stage or sink ``plugin`` with these parameters, on the CPU, opened for the
+    block and closed after it."""
+    cls = (registry or Registry.from_entry_points()).get(plugin) if isinstance(plugin, str) \
+        else plugin
+    context = NodeContext(name=cls.name or "node", device=torch.device("cpu"),
+                          connected=frozenset(p.name for p in cls.inputs[:1]))
+    node = cls(cls.Params.model_validate(params), context)
+    node.open()
+    try:
+        yield node
+    finally:
+        node.close()
+
+
 def run_node(plugin: str | type[Stage] | type[Sink], frames: Sequence[Frame], /,
              registry: Registry | None = None, **params: Any) -> list[Frame]:
     """Open a stage (or sink), feed it ``frames`` one at a time in this thread, as the
@@ -41,29 +59,20 @@ def run_node(plugin: str | type[Stage] | type[Sink], frames: Sequence[Frame], /,
 
     Emits to ports other than the first are returned too (as the items themselves).
     """
-    cls = (registry or Registry.from_entry_points()).get(plugin) if isinstance(plugin, str) \
-        else plugin
-    context = NodeContext(name=cls.name or "node", device=torch.device("cpu"),
-                          connected=frozenset(p.name for p in cls.inputs[:1]))
-    node = cls(cls.Params.model_validate(params), context)
-    node.open()
     out: list[Any] = []
     streams: list[str] = []
-    try:
-        with torch.inference_mode():
-            for frame in frames:
-                if frame.stream not in streams:
-                    streams.append(frame.stream)
-                    node.stream_started(frame.stream)
-                if isinstance(node, Sink):
-                    node.write(frame)
-                elif isinstance(node, Stage):
-                    _extend(out, node.run([frame]))
-            for stream in streams:
-                _extend(out, list(node.stream_ended(stream)))
-            _extend(out, list(node.flush()))
-    finally:
-        node.close()
+    with opened_node(plugin, registry, **params) as node, torch.inference_mode():
+        for frame in frames:
+            if frame.stream not in streams:
+                streams.append(frame.stream)
+                node.stream_started(frame.stream)
+            if isinstance(node, Sink):
+                node.write(frame)
+            elif isinstance(node, Stage):
+                _extend(out, node.run([frame]))
+        for stream in streams:
+            _extend(out, list(node.stream_ended(stream)))
+        _extend(out, list(node.flush()))
     return out
 
 
