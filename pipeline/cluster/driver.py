@@ -287,7 +287,11 @@ class _Live:
                     self._apply_changes()
                     self._beat()
                     stop.wait(BEAT_S)
-            return self._finish(interrupted=stop.is_set())
+            self._finish(interrupted=stop.is_set())
+        if self.failure:  # after the progress line's last word: the error comes last
+            print(f"error: {self.failure}", file=sys.stderr)
+            return 1
+        return 130 if stop.is_set() else 0
 
     def _apply_changes(self) -> None:
         """Streams added to and removed from the followed sources file are added to and
@@ -341,7 +345,11 @@ class _Live:
             self._events(self.assignment.join(index))
         elif restarted:
             self._events(self.assignment.restart(index))
-        for key, record in reply["events"]:
+        self._relay(index, reply["events"])
+
+    def _relay(self, index: int, events: list[tuple[str, dict[str, Any]]]) -> None:
+        """Hand what worker ``index`` gathered to the driver's sinks, naming the worker."""
+        for key, record in events:
             self.sinks.put(key, {**record, "worker": index})
 
     def _lose(self, index: int, why: str) -> None:
@@ -350,8 +358,9 @@ class _Live:
             self._events(self.assignment.lose(index, why))
             self.members[index].frames = 0
 
-    def _finish(self, interrupted: bool) -> int:
-        """Stop every worker (their outputs finalised), then the driver's sinks."""
+    def _finish(self, interrupted: bool) -> None:
+        """Stop every worker (their outputs finalised), then the driver's sinks; write the
+        stats."""
         stops = {m.actor.stop.remote(): i for i, m in self.members.items()
                  if i in self.assignment.alive}
         ready, _ = self.ray.wait(list(stops), num_returns=len(stops), timeout=STOP_S + 5)
@@ -362,8 +371,7 @@ class _Live:
                 reply = self.ray.get(ref)
             except self.ray.exceptions.RayActorError:
                 continue
-            for key, record in reply["events"]:
-                self.sinks.put(key, {**record, "worker": index})
+            self._relay(index, reply["events"])
             workers[f"worker{index}"] = reply["stats"]
         driver = self.sinks.stop()
         status = "failed" if self.failure else "interrupted" if interrupted else "ok"
@@ -373,10 +381,6 @@ class _Live:
             "streams": {n: {"worker": p.worker, "epoch": p.epoch}
                         for n, p in sorted(self.assignment.streams.items())},
             "unassigned": self.assignment.unassigned(), "workers": workers, "driver": driver})
-        if self.failure:
-            print(f"error: {self.failure}", file=sys.stderr)
-            return 1
-        return 130 if interrupted else 0
 
 
 def _write_stats(path: str | None, document: dict[str, Any]) -> None:

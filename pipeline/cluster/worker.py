@@ -118,9 +118,14 @@ class StreamWorker:
             "frames": frames_made(self.executor),
             "restarted": self.restarted,
             "running": [e["stream"] for e in self.share],
-            "events": [record for g in self.gathers for record in g.take()],
+            "events": self._gathered(),
             "failure": self.failure,
         }
+
+    def _gathered(self) -> list[tuple[str, dict[str, Any]]]:
+        """The events every gather node kept since the last call, as (``node.port``,
+        record)."""
+        return [record for g in self.gathers for record in g.take()]
 
     def stop(self, timeout_s: float = 30.0) -> dict[str, Any]:
         """Stop the graph (every output finalised) and return its figures."""
@@ -131,7 +136,7 @@ class StreamWorker:
             self.thread.join(5.0)
         status = str(self.result.status) if self.result is not None else "aborted"
         return {"status": status, "failure": self.failure,
-                "events": [record for g in self.gathers for record in g.take()],
+                "events": self._gathered(),
                 "stats": self.executor.metrics.to_dict(status, self.failure)}
 
 
