@@ -4,9 +4,9 @@ timm's output on it, for ``tests/test_senet_model.py`` to load into our SE-ResNe
 timm needs torchvision, which cannot load beside the project's CPU torch, so this runs by
 hand in a virtual environment of its own; the test suite only reads the file it writes:
 
-    python3 -m venv /tmp/venv-timm
-    /tmp/venv-timm/bin/pip install torch==2.14.1 torchvision==0.29.1 timm==1.0.31
-    /tmp/venv-timm/bin/python tests/data/make_timm_golden.py tests/data/timm_seresnet.pt
+    python3 -m venv .venv-timm
+    .venv-timm/bin/pip install torch==2.14.1 torchvision==0.29.1 timm==1.0.31
+    .venv-timm/bin/python tests/data/make_timm_golden.py tests/data/timm_seresnet.pt
 
 The networks have timm's seresnet18 and seresnet50 layout (basic and bottleneck blocks with
 squeeze-and-excitation, the ImageNet stem) narrower and with fewer blocks, so
