@@ -179,6 +179,11 @@ class Picture(Protocol):
         through RGB (``interpolation``: nearest, bilinear, bicubic or area)."""
         ...
 
+    def to_device(self, device: torch.device) -> torch.Tensor:
+        """The picture as ``uint8 [H, W, 3]`` RGB on ``device``, converted there where the
+        picture's layout allows it (fewer bytes cross to a GPU)."""
+        ...
+
 
 @dataclass(frozen=True, eq=False)
 class Frame:
@@ -286,17 +291,20 @@ class Frame:
         Copies are blocking: the result can be read at once, from any thread. A frame made
         on a GPU must be ready first (the runtime waits on ``ready`` before a node runs).
         """
-        if self._image is None and device.type == "cpu":
-            return self
-        image = self.image
-        moved = image if image.device == device else image.to(device)
+        if self._image is None:
+            if device.type == "cpu":
+                return self
+            assert self.native is not None
+            moved = self.native.to_device(device)
+        else:
+            moved = self._image if self._image.device == device else self._image.to(device)
         dets = self.detections
         meta = self.meta
         if dets is not None and dets.boxes.device != device:
             meta = {**meta, "detections": dets.to(device)}
-        if moved is image and meta is self.meta:
+        if moved is self._image and meta is self.meta:
             return self
-        ready = self.ready if moved is image else None
+        ready = self.ready if moved is self._image else None
         return dataclasses.replace(self, _image=moved, native=None, meta=meta, ready=ready)
 
     def __eq__(self, other: object) -> bool:

@@ -21,12 +21,16 @@ from typing import Any
 
 import av
 import numpy as np
+import torch
+import torch.nn.functional as F
 
+from pipeline.core.device import compiled_loops
 from pipeline.core.errors import MediaError
 from pipeline.core.frame import Frame
 from pipeline.core.packets import AudioCodec, AudioPacket, VideoPacket
 
 from .audio import AudioMode, AudioWriter
+from .host_planes import HostPlanes
 from .live import shown
 from .picture import DecodedPicture
 from .remux import Template, accepts, av_packet
@@ -93,6 +97,7 @@ class EncodedOutput:
         self.held = 0  # video packets held while waiting for audio
         self.failed = False  # writing raised: close() finalises what was written, no more
         self.copying = False  # the pictures are copied packets, not encoded frames
+        self.planes = HostPlanes()  # pinned buffers the planes made on a GPU come back to
 
     # -- video -------------------------------------------------------------------------------
 
@@ -194,6 +199,22 @@ class EncodedOutput:
                (0, 0))
         return np.pad(image, pad, mode="edge")
 
+    def _picture(self, image: torch.Tensor) -> Any:
+        """The encoder's frame of an RGB picture. Made on a GPU, it becomes the encoder's
+        4:2:0 planes there and only those come back (half the bytes of RGB); made on the
+        host, swscale converts it."""
+        fmt = self.settings.pix_fmt
+        if compiled_loops(image) or not HostPlanes.takes(fmt):
+            rgb = self._fit(image.cpu().numpy())
+            return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        height, width = image.shape[:2]
+        want_w, want_h = self.video.width, self.video.height
+        if (width, height) != (want_w, want_h):  # as _fit does: the edge repeated, or cut
+            image = image[:want_h, :want_w].permute(2, 0, 1)[None].float()
+            image = F.pad(image, (0, max(0, want_w - width), 0, max(0, want_h - height)),
+                          mode="replicate")[0].permute(1, 2, 0).to(torch.uint8)
+        return av.VideoFrame.from_ndarray(self.planes.download(image, fmt), format=fmt)
+
     def _encode(self, frame: Frame) -> None:
         vf = None
         native = frame.native
@@ -207,8 +228,7 @@ class EncodedOutput:
             if vf is not None:
                 vf.pict_type = av.video.frame.PictureType.NONE  # let the encoder place keyframes
         if vf is None:
-            image = self._fit(frame.image.cpu().numpy())
-            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            vf = self._picture(frame.image)
         if frame.time is not None:
             pts = round((frame.time - (self.t0 or 0.0)) / self.time_base)
         else:

@@ -33,8 +33,9 @@ from pipeline.core.errors import MediaError
 from pipeline.core.frame import Frame
 from pipeline.core.packets import Codec
 
+from .hardware import decoder_accel, device_image, on_device, tell_once
 from .live import Backoff, is_capture_device, is_network_url, redact, shown
-from .picture import DecodedPicture
+from .picture import DecodedPicture, cosited
 from .remux import codec_of, packet_of
 
 log = logging.getLogger("vidgraph")
@@ -72,6 +73,8 @@ class ReadOptions:
     decode: bool = True  # decode the pictures (something reads the frames)
     packets: bool = False  # hand over the pictures' packets as they are (a recorder copies)
     max_pixels: int = 8192 * 8192  # larger pictures are refused before decoding
+    hwaccel: str | None = None  # cuda or cuda:N: decode with NVDEC where it can
+    node: str = ""  # the node reading, for what the log says
 
 
 def open_container(url: str, opts: ReadOptions) -> Any:
@@ -100,9 +103,23 @@ def open_container(url: str, opts: ReadOptions) -> Any:
     elif not Path(url).exists():
         raise FileNotFoundError(2, "No such file or directory", url)
     options.update(opts.options)
+    if opts.hwaccel:
+        accel, why = decoder_accel(opts.hwaccel)
+        if accel is not None:
+            kwargs["hwaccel"] = accel
+        else:
+            tell_once(opts.node, url, f"cannot decode '{shown(url)}' with NVDEC ({why}): "
+                      "decoding in software")
     started = time.monotonic()
     try:
-        container = av.open(url, "r", format=fmt, options=options, **kwargs)
+        try:
+            container = av.open(url, "r", format=fmt, options=options, **kwargs)
+        except PermissionError as exc:  # the device would not open: decode in software
+            if kwargs.pop("hwaccel", None) is None:
+                raise
+            tell_once(opts.node, url, f"cannot decode '{shown(url)}' with NVDEC ({exc}): "
+                      "decoding in software")
+            container = av.open(url, "r", format=fmt, options=options, **kwargs)
     except (av.FFmpegError, OSError) as exc:
         if "timeout" in kwargs and time.monotonic() - started >= opts.open_timeout * 0.95:
             # FFmpeg's interrupt makes a silent server's reply look like "invalid data"
@@ -431,6 +448,7 @@ class StreamReader:
                             deadline = arrived + 1.0
                 if packet.stream is audio or not decode or closing_at is not None:
                     continue
+                sited = cosited(packet.stream.codec_context.name)
                 for vf in self._decode(packet):
                     # progress is a decoded picture: FFmpeg's interrupted read hands over
                     # a damaged packet first, which must not reset the watchdog
@@ -442,7 +460,7 @@ class StreamReader:
                     early = self._flush(early, gen)
                     self._put_frame(Frame(pts=pts, time_base=LIVE_TIME_BASE, stream=self.stream,
                                           index=self.index, captured=captured,
-                                          native=DecodedPicture(vf)), gen)
+                                          **self._pixels(vf, sited)), gen)
                     closing_at = self._closing()
                     if closing_at is not None:
                         if audio is None:
@@ -561,6 +579,7 @@ class StreamReader:
                             end_s = max(end_s, item.time + frame_s)
                 if not decode:
                     continue
+                sited = cosited(packet.stream.codec_context.name)
                 for vf in self._decode(packet):
                     if start and vf.time is not None and vf.time < start - 1e-6:
                         continue
@@ -569,7 +588,7 @@ class StreamReader:
                     pts = None if vf.pts is None else vf.pts + v_shift
                     frame = Frame(pts=pts, time_base=vtb, stream=self.stream, index=self.index,
                                   captured=time.monotonic(), meta=meta,
-                                  native=DecodedPicture(vf))
+                                  **self._pixels(vf, sited))
                     if frame.time is not None:
                         end_s = max(end_s, frame.time + frame_s)
                     count += 1
@@ -589,6 +608,16 @@ class StreamReader:
             if self.damaged == 1 and self.opts.live:  # a file's damage is reported at its end
                 log.warning("node '%s': skipping damaged data in '%s' (%s)", self.node,
                             self.shown_url, exc.strerror or exc)
+
+    def _pixels(self, vf: Any, sited: bool) -> dict[str, Any]:
+        """A decoded picture as a frame holds it: the decoder's own in host memory, or RGB
+        already made on the GPU from NVDEC's."""
+        if on_device(vf):
+            return {"_image": device_image(vf, sited)}
+        if self.opts.hwaccel:  # asked for, but NVDEC passed this stream to software
+            tell_once(self.node, self.url, f"NVDEC does not decode '{self.shown_url}' "
+                      "(its codec or profile): decoding in software")
+        return {"native": DecodedPicture(vf, sited)}
 
     # -- handing over ------------------------------------------------------------------------
 

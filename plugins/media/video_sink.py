@@ -21,6 +21,7 @@ from pipeline.core.streams import StreamEnded, StreamStarted
 from pipeline.kit.files import prepare_output
 
 from .encoded_output import EncodedOutput, EncoderSettings
+from .hardware import encoder
 from .live import Backoff, redact, shown
 
 log = logging.getLogger("vidgraph")
@@ -32,7 +33,9 @@ class VideoSinkParams(Params):
 
     path: str = Field(description="output file (the extension picks the container: .mp4, .mkv, "
                       ".m3u8 for HLS), or rtsp:// to publish; {stream}: one output per stream")
-    codec: str = Field("libx264", description="libx264, libx265, libsvtav1, mpeg4, ...")
+    codec: str = Field("libx264", description="libx264, libx265, libsvtav1, mpeg4, ...; "
+                       "h264_nvenc, hevc_nvenc on a GPU with NVENC (else their software "
+                       "twin, with a warning)")
     crf: int | None = Field(None, ge=0, le=63, description="constant quality (lower is better)")
     preset: str | None = Field(None, description="encoder speed preset, e.g. veryfast, medium")
     bitrate: str | None = Field(None, description="target bitrate, e.g. 4M (instead of crf)")
@@ -187,9 +190,14 @@ class VideoSink(Sink):
             format_options.update(movflags=_FRAGMENTED, flush_packets="1")  # each on disk
             keyframe_s = 1.0
         format_options.update(p.format_options)
+        codec = encoder(p.codec, self.context.name, shown(p.path))
+        crf, preset = p.crf, p.preset or ("veryfast" if self.publish else None)
+        if codec.endswith("_nvenc"):  # NVENC's constant quality is cq; its presets p1-p7
+            if crf is not None:
+                options.setdefault("cq", str(crf))
+            crf, preset = None, p.preset
         return EncoderSettings(
-            codec=p.codec, pix_fmt=p.pix_fmt, crf=p.crf,
-            preset=p.preset or ("veryfast" if self.publish else None),
+            codec=codec, pix_fmt=p.pix_fmt, crf=crf, preset=preset,
             bitrate=_parse_bitrate(p.bitrate) if p.bitrate else None, gop=p.gop, fps=p.fps,
             keyframe_s=keyframe_s, options=options, format=fmt, format_options=format_options,
             audio=p.audio_codec, odd_size=p.odd_size)

@@ -60,6 +60,9 @@ class VideoSourceParams(Params):
                          "(default: decode what can be, warn and count what was lost)")
     max_pixels: int = Field(8192 * 8192, ge=1, description="refuse video whose decoder "
                             "announces pictures with more pixels than this")
+    hwaccel: str | None = Field(None, pattern=r"^cuda(:\d+)?$", description="cuda or cuda:N: "
+                                "decode with NVDEC, the pictures staying in GPU memory; "
+                                "software decoding (with a warning) where it cannot")
 
     @model_validator(mode="after")
     def _one_input(self) -> VideoSourceParams:
@@ -174,7 +177,8 @@ class VideoSource(Source):
             low_latency=p.low_latency, loop=p.loop, start=p.start, max_frames=p.max_frames,
             backoff_initial=p.reconnect_delay, backoff_max=p.reconnect_max_delay,
             max_retries=p.max_retries, strict=p.strict, max_pixels=p.max_pixels,
-            decode=self.context.reads("video"), packets=self.context.reads("packets"))
+            decode=self.context.reads("video"), packets=self.context.reads("packets"),
+            hwaccel=p.hwaccel, node=self.context.name)
 
     def open(self) -> None:
         # Files are opened (and checked) now, so a bad path stops the graph before it starts;
