@@ -1,10 +1,14 @@
 """``blur_faces`` does not leak a face the detector misses for a moment: ``hold`` blurs a
 tracked face's predicted box, ``lookahead`` uses the boxes of the next frames, and
 ``fail_closed`` blurs a frame no detection ran on. Each test also shows the leak without
-the option, so it can fail."""
+the option, so it can fail. Each runs on the host's loop over regions and on the tensor
+code a GPU runs (all regions at once)."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
+from contextlib import nullcontext
 from fractions import Fraction
 
 import numpy as np
@@ -12,10 +16,19 @@ import pytest
 import torch
 from skimage import data
 
+from pipeline.core.device import tensor_code
 from pipeline.core.frame import Detections, Frame
 from pipeline.kit.testing import run_node
 
+from .pictures import crowd
+
 FPS = 30
+
+
+@pytest.fixture(autouse=True, params=["host loop", "tensor code"])
+def branch(request: pytest.FixtureRequest) -> Iterator[str]:
+    with tensor_code() if request.param == "tensor code" else nullcontext():
+        yield request.param
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +112,30 @@ def test_fail_closed_blurs_a_frame_whose_detection_was_skipped(face) -> None:
     changed = np.abs(near.image.numpy().astype(float) - shifted).mean(axis=2) > 2
     assert 0.05 < changed.mean() < 0.5
     assert not changed[:, -40:].any()  # far from the last face: untouched
+
+
+@pytest.mark.parametrize(("method", "mean", "far"), [("blur", 2.5, 0.001),
+                                                     ("pixelate", 6.0, 0.1)])
+def test_both_branches_hide_the_same_pixels_alike(branch: str, method: str, mean: float,
+                                                  far: float) -> None:
+    """Twelve faces of a 1080p crowd: the tensor code (crops averaged from an integral
+    image, blurred, sampled back) changes the faces with their margins and nothing else,
+    as the host's loop does, and to nearly the same pictures (pixelate: its rows of blocks
+    may fall a little differently)."""
+    if branch == "tensor code":
+        pytest.skip("compares the two branches itself")
+    picture, faces = crowd()
+    frame = Frame.from_image(torch.from_numpy(picture.copy()), meta={"detections": faces})
+    host = run_node("blur_faces", [frame], method=method)[0].image.numpy().astype(int)
+    with tensor_code():
+        device = run_node("blur_faces", [frame], method=method)[0].image.numpy().astype(int)
+    covered = np.zeros(picture.shape[:2], bool)
+    for x1, y1, x2, y2 in faces.boxes.tolist():  # with the default margin of 0.25
+        dx, dy = 0.25 * (x2 - x1), 0.25 * (y2 - y1)
+        covered[max(0, math.floor(y1 - dy)):math.ceil(y2 + dy),
+                max(0, math.floor(x1 - dx)):math.ceil(x2 + dx)] = True
+    for out in (host, device):
+        changed = (out != picture).any(-1)
+        assert not changed[~covered].any() and changed[covered].mean() > 0.9
+    difference = np.abs(host - device)
+    assert difference.mean() < mean and (difference > 40).mean() < far

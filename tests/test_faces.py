@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import nullcontext
 from fractions import Fraction
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.core.device import tensor_code
 from pipeline.core.frame import Frame
 from pipeline.kit.testing import run_node
 from plugins.mtcnn.face_crops import TEMPLATES, invert_similarity, similarity
@@ -82,10 +84,12 @@ def test_alignment_undoes_a_rotation(astronaut) -> None:
     assert np.abs(raw[0].astype(float) - raw[1].astype(float)).mean() > 2 * difference
 
 
+@pytest.mark.parametrize("tensor", [False, True], ids=["host loop", "tensor code"])
 @pytest.mark.parametrize("method", ["blur", "pixelate"])
-def test_blurred_faces_are_no_longer_found(astronaut, method: str) -> None:
+def test_blurred_faces_are_no_longer_found(astronaut, method: str, tensor: bool) -> None:
     frame = detected(astronaut)
-    hidden = run_node("blur_faces", [frame], method=method)[0]
+    with tensor_code() if tensor else nullcontext():
+        hidden = run_node("blur_faces", [frame], method=method)[0]
     image = hidden.image.numpy()
     x1, y1, x2, y2 = (round(v) for v in frame.detections.boxes[0].tolist())
     changed = np.abs(image[y1:y2, x1:x2].astype(float) - astronaut[y1:y2, x1:x2]).mean()
