@@ -25,7 +25,7 @@ def test_counts_launching_operations_apart_from_views_and_each_kind_of_sync() ->
         y.nonzero()
         float(y.sum())  # .item(): a sync
         y.tolist()
-        y.cpu()
+        y.cpu().numpy()  # one wait: the copy .cpu() made is read at once
     assert counts.by_sync == {"index (boolean mask)": 1, "nonzero": 1,
                               "_local_scalar_dense": 1, "tolist": 1, "cpu": 1}
     assert counts.syncs == 5 and counts.views >= 1
@@ -51,6 +51,7 @@ def test_mtcnn_on_a_batch_of_8_1080p_frames_keeps_its_launch_and_sync_budget() -
 
 
 @pytest.mark.parametrize(("plugin", "ops", "syncs"), [("blur_faces", 130, 0),
+                                                       ("draw", 30, 1),
                                                        ("face_crops", 60, 1)])
 def test_face_nodes_keep_their_budget(plugin: str, ops: int, syncs: int) -> None:
     picture, faces = crowd()

@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.core.frame import Frame
+from pipeline.core.device import tensor_code
+from pipeline.core.frame import Detections, Frame
 from pipeline.kit.testing import run_node
 
 from .conftest import ffprobe, stream, vidgraph
+from .pictures import crowd
 from .test_mtcnn_detector import FACE, composite, iou
 
 
@@ -106,3 +108,25 @@ def test_demo_finds_the_face_in_every_frame(tmp_path: Path) -> None:
     assert len(records) == 30 and all(len(r["detections"]) == 1 for r in records)
     assert all(len(r["detections"][0]["landmarks"]) == 5 for r in records)
     assert int(stream(ffprobe(out), "video")["nb_read_frames"]) == 30
+
+
+def test_draw_on_the_device_paints_what_the_host_paints() -> None:
+    """The tensor branch (OpenCV paints a colour and a coverage layer, only the painted
+    pixels travel and are blended) gives the host's picture: twelve boxes with scores and
+    landmarks on a 1080p crowd, a label, and a thin predicted box."""
+    picture, faces = crowd()
+    flags = torch.zeros(len(faces), dtype=torch.bool)
+    flags[3] = True
+    faces = Detections(faces.boxes, faces.scores, faces.landmarks,
+                       extra={"predicted": flags})
+    found = Frame.from_image(torch.from_numpy(picture.copy()),
+                             meta={"detections": faces, "label": "crowd"})
+    host = run_node("draw", [found])[0].image.numpy().astype(int)
+    assert (found.image.numpy() == picture).all()  # the input frame is left as it was
+    with tensor_code():
+        device = run_node("draw", [found])[0].image.numpy().astype(int)
+    assert (found.image.numpy() == picture).all()
+    drawn = (host != picture).any(-1)
+    assert drawn.mean() > 0.005  # boxes, text, points: something was drawn
+    difference = np.abs(host - device)
+    assert difference.max() <= 3 and (difference > 0).mean() < 0.001  # rounding of edges

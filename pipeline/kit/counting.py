@@ -15,6 +15,7 @@ print(counts.ops, counts.syncs)
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -89,10 +90,18 @@ def counting() -> Iterator[Counts]:
     originals: dict[str, Callable[..., Any]] = {
         name: getattr(torch.Tensor, name) for name in HOST_METHODS}
 
+    # what .cpu() brought back, by id (tensors compare elementwise, so no WeakSet)
+    fetched: dict[int, weakref.ref[torch.Tensor]] = {}
+
     def counted(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
         def call(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-            counts.sync(name)
-            return method(self, *args, **kwargs)
+            known = fetched.get(id(self))
+            if known is None or known() is not self:  # a fetched copy is read at once
+                counts.sync(name)
+            out = method(self, *args, **kwargs)
+            if name == "cpu":
+                fetched[id(out)] = weakref.ref(out)
+            return out
         return call
 
     for name, method in originals.items():

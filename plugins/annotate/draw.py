@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, Literal
+
 import cv2
 import numpy as np
 import torch
 from pydantic import Field
 
-from pipeline.core.frame import Frame
+from pipeline.core.device import compiled_loops
+from pipeline.core.frame import Detections, Frame
 from pipeline.core.node import Params, Stage
 
 #: landmark colours (RGB): eyes, nose, mouth corners
@@ -33,7 +37,8 @@ class Draw(Stage):
     and the frame's own label in the corner. After a ``track`` node each box shows its id
     in a colour of its own; a predicted box (no detection in this frame) is drawn thin.
     Line widths and text scale with the picture, so the overlay stays readable from 240p
-    to 4K. Frames without detections pass through untouched.
+    to 4K. Frames without detections pass through untouched. On a GPU the frame stays
+    there: only the overlay's pixels are sent to it.
 
     ```yaml
     nodes:
@@ -54,48 +59,117 @@ class Draw(Stage):
         label = frame.meta.get("label") if self.params.labels else None
         if (dets is None or len(dets) == 0) and label is None:
             return frame
-        image = np.ascontiguousarray(frame.image.cpu().numpy())
-        unit = max(1.0, min(image.shape[:2]) / 360)  # 1 at 360p, 3 at 1080p
-        thick = max(1, round(unit))
-        font = 0.45 * unit
+        marks = self._marks(dets, label)
+        image = frame.image
+        if compiled_loops(image):
+            picture = image.numpy().copy()  # the frame's own pixels stay as they are
+            _paint(picture, marks, (frame.height, frame.width))
+            return frame.replace(image=torch.from_numpy(picture))
+        return frame.replace(image=_overlay(image, marks))
+
+    def _marks(self, dets: Detections | None, label: Any) -> list[_Mark]:
+        """What to draw, in order, in host numbers: every field the overlay needs crosses
+        from the device in one transfer."""
         p = self.params
-        if dets is not None:
-            boxes = dets.boxes.cpu().round().int().tolist()
+        marks: list[_Mark] = []
+        if dets is not None and len(dets):
             # a labelled box shows how sure its label is, else how sure the detection is
             shown = dets.label_scores if dets.label_scores is not None else dets.scores
-            scores = shown.cpu().tolist()
-            ids = dets.extra.get("track_id") if p.track_ids else None
             predicted = dets.extra.get("predicted")
-            for k, (x1, y1, x2, y2) in enumerate(boxes):
+            columns = [dets.boxes.reshape(-1, 4), shown.reshape(-1, 1)]
+            if predicted is not None:
+                columns.append(torch.as_tensor(predicted, device=dets.boxes.device)
+                               .reshape(-1, 1))
+            if p.landmarks and dets.landmarks is not None:
+                columns.append(dets.landmarks.reshape(len(dets), -1))
+            table = torch.cat([c.to(torch.float64) for c in columns], dim=1).cpu().numpy()
+            ids = dets.extra.get("track_id") if p.track_ids else None
+            for k, row in enumerate(table):
                 colour = p.color
                 text = []
                 if ids is not None and ids[k] is not None:
                     colour = _TRACK_COLOURS[int(ids[k]) % len(_TRACK_COLOURS)]
                     text.append(f"#{ids[k]}")
-                guessed = predicted is not None and bool(predicted[k])
-                cv2.rectangle(image, (x1, y1), (x2, y2), colour, 1 if guessed else thick)
                 if p.labels and dets.labels is not None:
                     text.append(dets.labels[k])
                 if p.scores:
-                    text.append(f"{scores[k]:.2f}")
-                if text:
-                    _text(image, " ".join(text), (x1, y1), font, thick, colour)
+                    text.append(f"{row[4]:.2f}")
+                guessed = predicted is not None and bool(row[5])
+                marks.append(_Mark("box", tuple(int(v) for v in np.round(row[:4])), colour,
+                                   " ".join(text), thin=guessed))
             if p.landmarks and dets.landmarks is not None:
-                for points in dets.landmarks.cpu().round().int().tolist():
-                    for (x, y), colour in zip(points, _POINT_COLOURS, strict=False):
-                        cv2.circle(image, (x, y), thick + 1, colour, -1, cv2.LINE_AA)
+                first = 6 if predicted is not None else 5
+                for row in table:
+                    points = row[first:].reshape(-1, 2).round().astype(int).tolist()
+                    marks.extend(_Mark("point", (x, y), colour)
+                                 for (x, y), colour in zip(points, _POINT_COLOURS, strict=False))
         if label is not None:
-            _text(image, str(label), (0, 0), font * 1.3, thick, (255, 255, 255), below=True)
-        return frame.replace(image=torch.from_numpy(image).to(self.device))
+            marks.append(_Mark("label", (0, 0), (255, 255, 255), str(label)))
+        return marks
+
+
+@dataclass(frozen=True)
+class _Mark:
+    """One thing to draw: a box (with its text), a landmark or the frame's label."""
+
+    kind: Literal["box", "point", "label"]
+    where: tuple[int, ...]
+    colour: tuple[int, int, int]
+    text: str = ""
+    thin: bool = False
+
+
+def _paint(canvas: np.ndarray, marks: list[_Mark], size: tuple[int, int],
+           colour: tuple[int, int, int] | None = None) -> None:
+    """Draw ``marks`` on ``canvas`` (a picture of ``size``, or one plane of it) with
+    OpenCV, each in its colour, or all in ``colour``. Line widths and text scale with the
+    picture, so the overlay stays readable from 240p to 4K."""
+    unit = max(1.0, min(size) / 360)  # 1 at 360p, 3 at 1080p
+    thick = max(1, round(unit))
+    font = 0.45 * unit
+    for mark in marks:
+        ink = colour or mark.colour
+        if mark.kind == "box":
+            x1, y1, x2, y2 = mark.where
+            cv2.rectangle(canvas, (x1, y1), (x2, y2), ink, 1 if mark.thin else thick)
+            if mark.text:
+                _text(canvas, mark.text, (x1, y1), font, thick, ink, colour)
+        elif mark.kind == "point":
+            cv2.circle(canvas, mark.where, thick + 1, ink, -1, cv2.LINE_AA)
+        else:
+            _text(canvas, mark.text, mark.where, font * 1.3, thick, ink, colour, below=True)
+
+
+def _overlay(image: torch.Tensor, marks: list[_Mark]) -> torch.Tensor:
+    """``image`` with ``marks`` drawn over it where it lies (a GPU): OpenCV paints them on
+    the host into a colour and a coverage layer (premultiplied, so anti-aliased edges and
+    marks over marks compose as they do on a picture), and only the painted pixels travel,
+    to be blended in one pass."""
+    height, width = image.shape[:2]
+    colour = np.zeros((height, width, 3), np.uint8)
+    cover = np.zeros((height, width), np.uint8)
+    _paint(colour, marks, (height, width))
+    _paint(cover, marks, (height, width), colour=(255, 255, 255))
+    where = np.flatnonzero(cover)
+    layer = np.concatenate([colour.reshape(-1, 3)[where], cover.reshape(-1, 1)[where]], 1)
+    index = torch.from_numpy(where).to(image.device)
+    layer_t = torch.from_numpy(layer).to(image.device).float()
+    out = image.clone()
+    pixels = out.view(-1, 3)
+    blended = pixels[index].float() * (1 - layer_t[:, 3:] / 255) + layer_t[:, :3]
+    pixels[index] = blended.round_().clamp_(0, 255).to(torch.uint8)
+    return out
 
 
 def _text(image: np.ndarray, text: str, corner: tuple[int, int], scale: float, thick: int,
-          colour: tuple[int, int, int], below: bool = False) -> None:
-    """Text on a dark band above (or below) ``corner``, kept inside the picture."""
+          colour: tuple[int, int, int], band: tuple[int, int, int] | None = None,
+          below: bool = False) -> None:
+    """Text on a dark band above (or below) ``corner``, kept inside the picture; ``band``
+    colours the band instead (the coverage plane paints it opaque)."""
     (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
     x = min(max(corner[0], 0), max(0, image.shape[1] - w - 4))
     top = corner[1] if below else corner[1] - h - base - 4
     top = min(max(top, 0), max(0, image.shape[0] - h - base - 4))
-    cv2.rectangle(image, (x, top), (x + w + 4, top + h + base + 4), (0, 0, 0), -1)
+    cv2.rectangle(image, (x, top), (x + w + 4, top + h + base + 4), band or (0, 0, 0), -1)
     cv2.putText(image, text, (x + 2, top + h + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, colour,
                 thick, cv2.LINE_AA)
