@@ -14,6 +14,7 @@ from pipeline.core.device import inference_dtype
 from pipeline.core.frame import Frame
 from pipeline.core.node import Params, Stage
 from pipeline.kit.batching import group_by_size
+from pipeline.kit.compiling import CompileParams, compiled
 from pipeline.kit.images import LUMA, luma, shrunk_size, to_float, to_uint8
 
 from .apply import denoise_rgb, load
@@ -117,7 +118,7 @@ class AddNoise(Stage):
         return frame.replace(image=to_uint8(noisy)[0])
 
 
-class DenoiseParams(Params):
+class DenoiseParams(CompileParams):
     """Parameters of ``denoise``."""
 
     model: str = Field("color-light", description="a built-in denoiser (color, "
@@ -159,6 +160,7 @@ class Denoise(Stage):
         self.net, self.info = load(self.params.model)
         self.dtype = inference_dtype(self.device, self.params.half)
         self.net.to(self.device, self.dtype)
+        self.net = compiled(self.net, self.context.name, self.params.compile)
 
     def process_batch(self, frames: list[Frame]) -> list[Frame]:
         out = list(frames)

@@ -11,12 +11,13 @@ from pydantic import Field
 from pipeline.core.device import inference_dtype
 from pipeline.core.errors import VidgraphError
 from pipeline.core.frame import Detections, Frame
-from pipeline.core.node import Params, Stage
+from pipeline.core.node import Stage
+from pipeline.kit.compiling import CompileParams, compiled
 
 from . import checkpoint
 
 
-class ClassifyParams(Params):
+class ClassifyParams(CompileParams):
     """Parameters of ``classify``."""
 
     model: str = Field("expression", description="built-in model (expression), a checkpoint "
@@ -66,6 +67,7 @@ class Classify(Stage):
         self.dtype = inference_dtype(self.device, p.half)
         self.model.net.to(self.device, self.dtype)
         self.model.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.model.net = compiled(self.model.net, self.context.name, p.compile)
         self.k = min(p.topk, len(self.model.classes))
 
     def process_batch(self, frames: list[Frame]) -> list[Frame]:

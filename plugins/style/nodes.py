@@ -8,14 +8,15 @@ from pydantic import Field
 
 from pipeline.core.device import inference_dtype, uses_channels_last
 from pipeline.core.frame import Frame
-from pipeline.core.node import Params, Stage
+from pipeline.core.node import Stage
 from pipeline.kit.batching import group_by_size
+from pipeline.kit.compiling import CompileParams, compiled
 from pipeline.kit.images import shrunk_size, to_float, to_uint8
 
 from . import checkpoint
 
 
-class StyleTransferParams(Params):
+class StyleTransferParams(CompileParams):
     """Parameters of ``style_transfer``."""
 
     model: str = Field(description="a built-in style (the painting's name, '-light' for "
@@ -55,6 +56,7 @@ class StyleTransfer(Stage):
         self.net.to(self.device, self.dtype)
         if self.channels_last:
             self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.net = compiled(self.net, self.context.name, self.params.compile)
         self.previous: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # stream -> in, out
 
     def process_batch(self, frames: list[Frame]) -> list[Frame]:
