@@ -97,6 +97,21 @@ def test_nvenc_falls_back_to_libx264(clip: Path, tmp_path: Path,
     assert out.stat().st_size < (clip.stat().st_size)  # crf 30 is smaller than the default
 
 
+def test_nvdec_planes_become_the_picture_swscale_makes(clip: Path) -> None:
+    """NVDEC hands over NV12 (luma, then interleaved chroma); the same planes exported
+    from a software NV12 picture, by the same DLPack route, convert to swscale's
+    accurate RGB within one level."""
+    from av.video.reformatter import Interpolation
+
+    accurate = Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT
+    with av.open(str(clip)) as container:
+        decoded = next(container.decode(video=0))
+    nv12 = decoded.reformat(format="nv12")
+    want = nv12.reformat(format="rgb24", interpolation=accurate).to_ndarray()
+    got = hardware.device_image(nv12, cosited=True).numpy()
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+
+
 @pytest.mark.gpu
 def test_nvdec_pictures_match_software_decoding(clip: Path, tmp_path: Path,
                                                 caplog: pytest.LogCaptureFixture) -> None:

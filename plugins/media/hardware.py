@@ -52,17 +52,17 @@ def on_device(frame: av.VideoFrame) -> bool:
 def device_image(frame: av.VideoFrame, cosited: bool) -> torch.Tensor:
     """``uint8 [H, W, 3]`` RGB on the GPU from an NVDEC picture (NV12, or P010 whose top
     8 bits are kept), finished before it returns: the decoder reuses the picture's memory
-    once ``frame`` is released."""
-    height, width = frame.height, frame.width
-    luma, chroma = (torch.from_dlpack(plane) for plane in frame.planes[:2])
+    once ``frame`` is released. (A software NV12 picture gives the same on the CPU.)"""
+    # PyAV exports CUDA planes only without a stream to order against (its capsule, not
+    # the plane itself, so torch does not pass one): luma [H, W], chroma [H/2, W/2, 2],
+    # both with the decoder's pitch as their row stride
+    luma, chroma = (torch.from_dlpack(plane.__dlpack__()) for plane in frame.planes[:2])
     if luma.dtype != torch.uint8:  # P010: 10 bits in the top of 16
         luma, chroma = ((p.to(torch.int32) >> 8).to(torch.uint8) for p in (luma, chroma))
-    luma = luma.reshape(luma.shape[0], -1)[:height, :width]
-    chroma = chroma.reshape(chroma.shape[0], -1)[:height // 2, :width].reshape(
-        height // 2, width // 2, 2)
     image = yuv420_to_rgb(luma, chroma[..., 0], chroma[..., 1], matrix_of(frame.colorspace),
                           int(frame.color_range) == _FULL_RANGE, cosited)
-    torch.cuda.current_stream(image.device).synchronize()
+    if image.is_cuda:
+        torch.cuda.current_stream(image.device).synchronize()
     return image
 
 
