@@ -49,6 +49,24 @@ def test_every_n_frames_reuses_the_last_result_per_stream(astronaut) -> None:
     assert all(d is not None and len(d) == 1 for d in (a3, b0))
 
 
+def test_every_n_frames_holds_within_a_batch(astronaut) -> None:
+    """Batched (mtcnn's default is 8): in a batch of two streams, each stream's frames
+    between detections take the detections of its last detected frame, in this batch or
+    in the one before."""
+    from pipeline.kit.testing import opened_node
+
+    with opened_node("mtcnn", every=3) as node, torch.inference_mode():
+        first = node.run([frame(astronaut, i, s) for i in range(5) for s in "ab"])
+        second = node.run([frame(astronaut, i, "a") for i in (5, 6)])
+    ran = [f.meta["detected"] for f in first]
+    assert ran == [True, True, False, False, False, False, True, True, False, False]
+    assert first[2].detections is first[0].detections
+    assert first[8].detections is first[6].detections
+    assert first[9].detections is first[7].detections
+    assert [f.meta["detected"] for f in second] == [False, True]
+    assert second[0].detections is first[6].detections
+
+
 def test_max_side_maps_boxes_back_to_the_full_picture(astronaut) -> None:
     big, face = composite(astronaut, 2.0, 0, (700, 500), size=(1080, 1440))
     (out,) = run_node("mtcnn", [frame(big)], max_side=480)

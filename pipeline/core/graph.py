@@ -49,7 +49,8 @@ class NodeSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     device: str | None = Field(None, description="auto, cpu, cuda or cuda:N (default: the graph's)")
-    batch_size: int = Field(1, ge=1, le=4096, description="frames per process_batch call (stages)")
+    batch_size: int = Field(1, ge=1, le=4096, description="frames per process_batch call "
+                            "(stages; default: the plugin's, 1 for most)")
     batch_timeout_ms: float = Field(10.0, ge=0, description="longest wait to fill a batch")
     replicas: int = Field(1, ge=1, le=64, description="parallel instances; output order is kept")
     on_error: OnError = Field(OnError.FAIL, description="fail: stop the graph; skip: drop frame")
@@ -221,6 +222,8 @@ class _Builder:
             else:
                 params[key] = value
         self.raw_inputs[name] = inputs
+        if issubclass(cls, Stage):
+            settings.setdefault("batch_size", cls.batch_size)
         valid_keys = [*cls.Params.model_fields, *NODE_KEYS, *port_names]
         param_model = self._validate(name, cls.Params, params, path, valid_keys, "parameter")
         setting_model = self._validate(name, NodeSettings, settings, path, valid_keys, "setting")

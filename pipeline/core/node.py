@@ -300,6 +300,9 @@ class Stage(Node):
     inputs: ClassVar[tuple[Port, ...]] = (Port("in"),)
     outputs: ClassVar[tuple[Port, ...]] = (Port("out"),)
     _batched: ClassVar[bool] = False
+    #: the ``batch_size`` a graph that does not set one gets (a model whose batches pay
+    #: for themselves says so here)
+    batch_size: ClassVar[int] = 1
 
     def process(self, frame: Frame) -> Result:
         """Handle one frame; return what goes downstream (None drops it)."""

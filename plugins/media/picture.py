@@ -5,10 +5,12 @@ it, since several sinks may hold the same one."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import av
 import torch
+from av.video.reformatter import VideoReformatter
 
 from pipeline.kit.colour import matrix_of, yuv420_to_rgb
 
@@ -20,6 +22,19 @@ _FULL_RANGE = 2
 #: decoders whose 4:2:0 chroma sits on the even luma columns (their standards' default,
 #: which FFmpeg's decoders set and swscale follows; PyAV does not expose the tag itself)
 _COSITED = {"h264", "hevc", "mpeg2video", "mpeg4"}
+
+
+_local = threading.local()
+
+
+def _reformatter() -> VideoReformatter:
+    """This thread's swscale holder. PyAV's ``frame.reformat`` makes a new swscale context
+    for every new frame (8 ms at 720p); a kept ``VideoReformatter`` reuses its context while
+    sizes and formats stay (0.5 ms). One per thread: several branches may convert at once."""
+    kept = getattr(_local, "reformatter", None)
+    if kept is None:
+        kept = _local.reformatter = VideoReformatter()
+    return kept
 
 
 def cosited(codec: str) -> bool:
@@ -53,7 +68,7 @@ class DecodedPicture:
 
     def to_image(self) -> torch.Tensor:
         """``uint8 [H, W, 3]`` RGB (swscale converts, by the frame's matrix and range)."""
-        return torch.from_numpy(self.frame.to_ndarray(format="rgb24"))
+        return torch.from_numpy(_reformatter().reformat(self.frame, format="rgb24").to_ndarray())
 
     def to_device(self, device: torch.device) -> torch.Tensor:
         """``uint8 [H, W, 3]`` RGB on ``device``: a 4:2:0 picture travels as its planes
@@ -76,9 +91,9 @@ class DecodedPicture:
 
     def scaled(self, width: int, height: int, interpolation: str) -> DecodedPicture:
         """The picture scaled by swscale, in its own pixel format."""
-        return DecodedPicture(self.frame.reformat(width=width, height=height,
-                                                  interpolation=_SWSCALE[interpolation]),
-                              self.cosited)
+        scaled = _reformatter().reformat(self.frame, width=width, height=height,
+                                         interpolation=_SWSCALE[interpolation])
+        return DecodedPicture(scaled, self.cosited)
 
     def for_encoder(self) -> Any | None:
         """A new ``av.VideoFrame`` with the same pixels, whose ``pts`` and ``pict_type`` an
