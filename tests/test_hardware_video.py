@@ -67,7 +67,8 @@ def test_hwaccel_that_cannot_open_the_device_decodes_in_software(
     assert len(told) == 1 and "with NVDEC (" in told[0] and "Operation not permitted" in told[0]
     accel, plain = _frames(tmp_path / "accel.mp4"), _frames(tmp_path / "plain.mp4")
     assert len(accel) == len(plain) == 60
-    assert max(np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(accel, plain)) < 1
+    assert max(np.abs(a.astype(int) - b.astype(int)).mean()
+               for a, b in zip(accel, plain, strict=True)) < 1
 
 
 def test_hwaccel_names_a_device() -> None:
