@@ -65,10 +65,11 @@ def test_hwaccel_that_cannot_open_the_device_decodes_in_software(
     _transcode(clip, tmp_path / "plain.mp4")
     told = _fallbacks(caplog)
     assert len(told) == 1 and "with NVDEC (" in told[0] and "Operation not permitted" in told[0]
-    accel, plain = _frames(tmp_path / "accel.mp4"), _frames(tmp_path / "plain.mp4")
-    assert len(accel) == len(plain) == 60
-    assert max(np.abs(a.astype(int) - b.astype(int)).mean()
-               for a, b in zip(accel, plain, strict=True)) < 1
+    source = _frames(clip)
+    for written in (_frames(tmp_path / "accel.mp4"), _frames(tmp_path / "plain.mp4")):
+        assert len(written) == len(source) == 60  # every picture, the clip's own (re-encoded)
+        assert max(np.abs(a.astype(int) - b.astype(int)).mean()
+                   for a, b in zip(written, source, strict=True)) < 4
 
 
 def test_hwaccel_names_a_device() -> None:
