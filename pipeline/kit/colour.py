@@ -13,10 +13,13 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from .images import LUMA
+
 Matrix = Literal["bt601", "bt709"]
 
 #: (Kr, Kb) of each matrix; Kg = 1 - Kr - Kb
-_WEIGHTS: dict[str, tuple[float, float]] = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722)}
+_WEIGHTS: dict[str, tuple[float, float]] = {"bt601": (LUMA[0], LUMA[2]),
+                                            "bt709": (0.2126, 0.0722)}
 
 #: FFmpeg's AVColorSpace codes that mean BT.709; swscale reads every other one (the
 #: unspecified 2 included) as BT.601, and so do we

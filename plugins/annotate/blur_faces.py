@@ -47,9 +47,12 @@ class _Regions:
     boxes: torch.Tensor
     whole: bool = False
 
-    def __add__(self, other: _Regions) -> _Regions:
-        return _Regions(torch.cat([self.boxes, other.boxes.to(self.boxes.device)]),
-                        self.whole or other.whole)
+    @staticmethod
+    def joined(parts: list[_Regions]) -> _Regions:
+        """All of ``parts`` together (one concatenation, on the first part's device)."""
+        device = parts[0].boxes.device
+        return _Regions(torch.cat([p.boxes.to(device) for p in parts]),
+                        any(p.whole for p in parts))
 
 
 @dataclass
@@ -106,9 +109,7 @@ class BlurFaces(Stage):
     def _release(self, state: _Stream) -> Frame:
         """Blur the oldest held frame with its neighbours' regions and hand it on."""
         frame, own = state.held.popleft()
-        regions = own
-        for other in [r for _, r in state.held] + list(state.before):
-            regions = regions + other
+        regions = _Regions.joined([own, *(r for _, r in state.held), *state.before])
         state.before.append(own)
         while len(state.before) > self.params.lookahead:
             state.before.popleft()

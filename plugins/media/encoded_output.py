@@ -188,31 +188,26 @@ class EncodedOutput:
                      "padding" if grow else "cropping", even_w, even_h)
         return even_w, even_h
 
-    def _fit(self, image: Any) -> Any:
-        """An RGB picture (numpy, H x W x 3) at the encoded size: its edge repeated, or cut."""
+    def _fit(self, image: torch.Tensor) -> torch.Tensor:
+        """An RGB picture (``uint8 [H, W, 3]``, on any device) at the encoded size: its
+        edge repeated, or cut."""
         height, width = image.shape[:2]
         want_w, want_h = self.video.width, self.video.height
         if (width, height) == (want_w, want_h):
             return image
-        image = image[:want_h, :want_w]
-        pad = ((0, max(0, want_h - image.shape[0])), (0, max(0, want_w - image.shape[1])),
-               (0, 0))
-        return np.pad(image, pad, mode="edge")
+        image = image[:want_h, :want_w].permute(2, 0, 1)[None].float()
+        pad = (0, max(0, want_w - width), 0, max(0, want_h - height))
+        return F.pad(image, pad, mode="replicate")[0].permute(1, 2, 0).to(torch.uint8)
 
     def _picture(self, image: torch.Tensor) -> Any:
         """The encoder's frame of an RGB picture. Made on a GPU, it becomes the encoder's
         4:2:0 planes there and only those come back (half the bytes of RGB); made on the
         host, swscale converts it."""
         fmt = self.settings.pix_fmt
+        image = self._fit(image)
         if compiled_loops(image) or not HostPlanes.takes(fmt):
-            rgb = self._fit(image.cpu().numpy())
-            return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-        height, width = image.shape[:2]
-        want_w, want_h = self.video.width, self.video.height
-        if (width, height) != (want_w, want_h):  # as _fit does: the edge repeated, or cut
-            image = image[:want_h, :want_w].permute(2, 0, 1)[None].float()
-            image = F.pad(image, (0, max(0, want_w - width), 0, max(0, want_h - height)),
-                          mode="replicate")[0].permute(1, 2, 0).to(torch.uint8)
+            rgb = np.ascontiguousarray(image.cpu().numpy())
+            return av.VideoFrame.from_ndarray(rgb, format="rgb24")
         return av.VideoFrame.from_ndarray(self.planes.download(image, fmt), format=fmt)
 
     def _encode(self, frame: Frame) -> None:

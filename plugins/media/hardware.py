@@ -14,11 +14,12 @@ import torch
 
 from pipeline.kit.colour import matrix_of, yuv420_to_rgb
 
+from .picture import full_range
+
 log = logging.getLogger("vidgraph")
 
-#: FFmpeg's hardware frame format, and AVCOL_RANGE_JPEG (full range)
+#: FFmpeg's hardware frame format
 _DEVICE_FORMAT = "cuda"
-_FULL_RANGE = 2
 #: NVENC's encoders, and what each falls back to
 _FALLBACK = {"h264_nvenc": "libx264", "hevc_nvenc": "libx265", "av1_nvenc": "libsvtav1"}
 _told: set[tuple[str, str]] = set()
@@ -60,7 +61,7 @@ def device_image(frame: av.VideoFrame, cosited: bool) -> torch.Tensor:
     if luma.dtype != torch.uint8:  # P010: 10 bits in the top of 16
         luma, chroma = ((p.to(torch.int32) >> 8).to(torch.uint8) for p in (luma, chroma))
     image = yuv420_to_rgb(luma, chroma[..., 0], chroma[..., 1], matrix_of(frame.colorspace),
-                          int(frame.color_range) == _FULL_RANGE, cosited)
+                          full_range(frame), cosited)
     if image.is_cuda:
         torch.cuda.current_stream(image.device).synchronize()
     return image

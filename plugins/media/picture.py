@@ -37,6 +37,11 @@ def _reformatter() -> VideoReformatter:
     return kept
 
 
+def full_range(frame: av.VideoFrame) -> bool:
+    """Whether ``frame``'s levels span 0-255: tagged so, or a yuvj format."""
+    return _PLANAR_420.get(frame.format.name, False) or int(frame.color_range) == _FULL_RANGE
+
+
 def cosited(codec: str) -> bool:
     """Whether pictures decoded by ``codec`` have horizontally co-sited chroma."""
     return codec in _COSITED
@@ -82,12 +87,9 @@ class DecodedPicture:
         planes = torch.from_numpy(frame.to_ndarray()).to(device).view(-1)
         y = planes[:height * width].view(height, width)
         u, v = planes[height * width:].view(2, height // 2, width // 2)
-        return yuv420_to_rgb(y, u, v, matrix_of(frame.colorspace), self._full_range(),
+        return yuv420_to_rgb(y, u, v, matrix_of(frame.colorspace), full_range(frame),
                              self.cosited)
 
-    def _full_range(self) -> bool:
-        frame = self.frame
-        return _PLANAR_420.get(frame.format.name, False) or int(frame.color_range) == _FULL_RANGE
 
     def scaled(self, width: int, height: int, interpolation: str) -> DecodedPicture:
         """The picture scaled by swscale, in its own pixel format."""

@@ -400,6 +400,7 @@ class StreamReader:
         """Read one connection until it ends; returns why it ended."""
         video = container.streams.video[0]
         video.thread_type = "SLICE"  # frame threads would hold frames back: latency
+        sited = cosited(video.codec_context.name)
         audio = container.streams.audio[0] if container.streams.audio else None
         decode, copy = self.opts.decode, self.opts.packets
         self.timeline.reconnected(0.0 if self.down_since is None
@@ -448,7 +449,6 @@ class StreamReader:
                             deadline = arrived + 1.0
                 if packet.stream is audio or not decode or closing_at is not None:
                     continue
-                sited = cosited(packet.stream.codec_context.name)
                 for vf in self._decode(packet):
                     # progress is a decoded picture: FFmpeg's interrupted read hands over
                     # a damaged packet first, which must not reset the watchdog
@@ -542,6 +542,7 @@ class StreamReader:
     def _file_pass(self, container: Any, gen: int, offset_s: float) -> tuple[float, int]:
         """One pass over a file from ``start``; returns (end time, frames produced)."""
         video = container.streams.video[0]
+        sited = cosited(video.codec_context.name)
         audio = container.streams.audio[0] if container.streams.audio else None
         decode, copy = self.opts.decode, self.opts.packets
         start = self.opts.start
@@ -579,7 +580,6 @@ class StreamReader:
                             end_s = max(end_s, item.time + frame_s)
                 if not decode:
                     continue
-                sited = cosited(packet.stream.codec_context.name)
                 for vf in self._decode(packet):
                     if start and vf.time is not None and vf.time < start - 1e-6:
                         continue
