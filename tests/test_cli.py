@@ -77,7 +77,10 @@ def test_demo_graph_runs_and_writes_its_outputs(tmp_path: Path) -> None:
     # the painted clip is the cleaned one in another palette and texture, not a copy
     first = [cv2.VideoCapture(str(p)).read()[1].astype(float) for p in (out, painted)]
     assert np.abs(first[0] - first[1]).mean() > 20
-    assert len(log.read_text().splitlines()) == 30
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    # the face is found in every frame, with its five landmarks
+    assert len(records) == 30 and all(len(r["detections"]) == 1 for r in records)
+    assert all(len(r["detections"][0]["landmarks"]) == 5 for r in records)
     figures = json.loads(stats.read_text())
     assert figures["status"] == "ok"
     assert figures["nodes"]["small"]["frames_in"] == figures["nodes"]["small"]["frames_out"] == 30

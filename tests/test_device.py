@@ -28,7 +28,8 @@ def test_cuda_without_a_gpu_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(VidgraphError, match="device 'cuda' requested but CUDA is not available"):
         resolve_device("cuda")
     result = vidgraph("run", "graphs/demo.yaml", "--set", "small.device=cuda",
-                      "--set", f"out.path={tmp_path}/d.mp4", "--set", f"log.path={tmp_path}/d.j")
+                      "--set", f"out.path={tmp_path}/d.mp4", "--set", f"log.path={tmp_path}/d.j",
+                      "--set", f"painted.path={tmp_path}/p.mp4")
     assert result.returncode == 1
     assert result.stderr.strip() == ("error: node 'small': device 'cuda' requested but CUDA is "
                                      "not available (use 'device: auto' to fall back to the CPU)")

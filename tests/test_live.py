@@ -361,7 +361,8 @@ def test_rtsp_output_reaches_ffmpeg_with_every_frame(tmp_path: Path):
     try:
         result = subprocess.run(
             [*RUN, "run", "graphs/demo.yaml", "-q", "--set", "src.duration=2",
-             "--set", f"out.path={receiver.url}", "--set", f"log.path={tmp_path / 'd.jsonl'}"],
+             "--set", f"out.path={receiver.url}", "--set", f"log.path={tmp_path / 'd.jsonl'}",
+             "--set", f"painted.path={tmp_path / 'painted.mp4'}", "--set", "paint.max_side=32"],
             cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
         receiver.wait(15)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from fractions import Fraction
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -15,7 +13,6 @@ from pipeline.core.device import tensor_code
 from pipeline.core.frame import Detections, Frame
 from pipeline.kit.testing import run_node
 
-from .conftest import ffprobe, stream, vidgraph
 from .pictures import crowd
 from .test_mtcnn_detector import FACE, composite, iou
 
@@ -115,17 +112,6 @@ def test_draw_scales_with_the_picture(astronaut) -> None:
     row = drawn.image.numpy()[round(float(box[1] + box[3]) / 2)]
     magenta = (row == [255, 0, 255]).all(-1).nonzero()[0]
     assert len(magenta) >= 8  # two sides, several pixels thick at 2K
-
-
-def test_demo_finds_the_face_in_every_frame(tmp_path: Path) -> None:
-    out, log = tmp_path / "demo.mp4", tmp_path / "demo.jsonl"
-    result = vidgraph("run", "graphs/demo.yaml", "-q", "--set", "src.duration=1",
-                      "--set", f"out.path={out}", "--set", f"log.path={log}")
-    assert result.returncode == 0, result.stderr
-    records = [json.loads(line) for line in log.read_text().splitlines()]
-    assert len(records) == 30 and all(len(r["detections"]) == 1 for r in records)
-    assert all(len(r["detections"][0]["landmarks"]) == 5 for r in records)
-    assert int(stream(ffprobe(out), "video")["nb_read_frames"]) == 30
 
 
 def test_draw_on_the_device_paints_what_the_host_paints() -> None:

@@ -22,7 +22,7 @@ from pipeline.core.registry import Registry
 from .conftest import ffprobe, stream
 from .live_servers import Camera, has_gstreamer, need
 
-CYCLES = 100
+CYCLES = 100  # cameras added, and as many removed
 
 
 def rss_mb() -> float:
@@ -107,10 +107,10 @@ def test_cameras_added_and_removed_a_hundred_times_leave_nothing_behind(tmp_path
         time.sleep(1.0)  # models loaded, buffers at their working size
         before = (threading.active_count(), open_files(), executor.streams_held(), rss_mb())
         active, spare = ["cam0", "cam1"], ["cam2", "cam3"]
-        for cycle in range(CYCLES):
-            gone, new = active.pop(0), spare.pop(0)  # one camera out, another in
-            active.append(new)
-            spare.append(gone)
+        for cycle in range(CYCLES // 2):
+            # both cameras out and the other two in, in one edit of the file: two
+            # additions and two removals a cycle, ends and starts at once
+            active, spare = spare, active
             use(active)
             wait_for(lambda names=list(active): settled(names), f"cycle {cycle}",
                      state=lambda: describe(executor))
