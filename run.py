@@ -1,8 +1,6 @@
 """``python run.py ...`` is the same command as ``vidgraph ...``."""
 
-import sys
-
-from pipeline.app.cli import main
+from pipeline.app.cli import console
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

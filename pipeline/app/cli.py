@@ -6,6 +6,7 @@ Exit status: 0 success, 1 failure while running (or opening), 2 invalid graph or
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import signal
@@ -13,7 +14,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 from ..cluster.command import add_options as cluster_options
 from ..cluster.command import run as cluster_run
@@ -92,6 +93,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exception(exc)
         print(f"error: {exc}", file=sys.stderr)
         return 1
+
+
+def console() -> NoReturn:
+    """The ``vidgraph`` command (and ``python run.py``): :func:`main`, then exit."""
+    status = main()
+    # The interpreter's teardown would collect every object still alive, some 280,000 once
+    # torch is imported: 0.6 s of a short run on two cores. Frozen ones are left to the
+    # process's end. Nothing waits on it: sinks have closed their files, and exit handlers
+    # still run.
+    gc.freeze()
+    sys.exit(status)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
