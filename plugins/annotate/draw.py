@@ -63,7 +63,7 @@ class Draw(Stage):
         image = frame.image
         if compiled_loops(image):
             picture = image.numpy().copy()  # the frame's own pixels stay as they are
-            _paint(picture, marks, (frame.height, frame.width))
+            _paint(picture, marks, _Style((frame.height, frame.width)))
             return frame.replace(image=torch.from_numpy(picture))
         return frame.replace(image=_overlay(image, marks))
 
@@ -119,39 +119,100 @@ class _Mark:
     thin: bool = False
 
 
-def _paint(canvas: np.ndarray, marks: list[_Mark], size: tuple[int, int],
-           colour: tuple[int, int, int] | None = None) -> None:
-    """Draw ``marks`` on ``canvas`` (a picture of ``size``, or one plane of it) with
-    OpenCV, each in its colour, or all in ``colour``. Line widths and text scale with the
-    picture, so the overlay stays readable from 240p to 4K."""
-    unit = max(1.0, min(size) / 360)  # 1 at 360p, 3 at 1080p
-    thick = max(1, round(unit))
-    font = 0.45 * unit
+class _Style:
+    """Line width and text scale for a picture of ``size`` (height, width): they grow with
+    it, so the overlay stays readable from 240p to 4K."""
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        self.size = size
+        unit = max(1.0, min(size) / 360)  # 1 at 360p, 3 at 1080p
+        self.thick = max(1, round(unit))
+        self.font = 0.45 * unit
+
+    def band(self, mark: _Mark) -> tuple[int, int, int, int, int] | None:
+        """Where ``mark``'s text goes in the picture: its band's left, top, and the text's
+        width, height and baseline. The band lies above the box (below the corner, for the
+        frame's label), kept inside the picture. None without text."""
+        if not mark.text:
+            return None
+        below = mark.kind == "label"
+        (w, h), base = cv2.getTextSize(mark.text, cv2.FONT_HERSHEY_SIMPLEX, self.scale(mark),
+                                       self.thick)
+        height, width = self.size
+        x = min(max(mark.where[0], 0), max(0, width - w - 4))
+        top = mark.where[1] if below else mark.where[1] - h - base - 4
+        top = min(max(top, 0), max(0, height - h - base - 4))
+        return x, top, w, h, base
+
+    def scale(self, mark: _Mark) -> float:
+        """Text scale of ``mark``: the frame's label is larger."""
+        return self.font * 1.3 if mark.kind == "label" else self.font
+
+    def extent(self, marks: list[_Mark]) -> tuple[int, int, int, int]:
+        """The part of the picture ``marks`` paint (left, top, right, bottom; the last two
+        exclusive), with a margin for line widths and anti-aliasing."""
+        margin = self.thick + 2
+        xs, ys = [], []
+        for mark in marks:
+            if mark.kind != "label":  # a box's corners or a point
+                xs += mark.where[0::2]
+                ys += mark.where[1::2]
+            band = self.band(mark)
+            if band is not None:
+                x, top, w, h, base = band
+                xs += [x, x + w + 4]
+                ys += [top, top + h + base + 4]
+        height, width = self.size
+        left, top = (min(limit, max(0, min(vs) - margin))
+                     for vs, limit in ((xs, width), (ys, height)))
+        right, bottom = (max(low, min(limit, max(vs) + margin + 1))
+                         for vs, limit, low in ((xs, width, left), (ys, height, top)))
+        return left, top, right, bottom
+
+
+def _paint(canvas: np.ndarray, marks: list[_Mark], style: _Style,
+           colour: tuple[int, int, int] | None = None, origin: tuple[int, int] = (0, 0)) -> None:
+    """Draw ``marks`` with OpenCV, each in its colour or all in ``colour``, on ``canvas``:
+    the picture ``style`` is for, one plane of it, or the part of either from ``origin``
+    (x, y) on."""
+    ox, oy = origin
+    thick = style.thick
     for mark in marks:
         ink = colour or mark.colour
         if mark.kind == "box":
             x1, y1, x2, y2 = mark.where
-            cv2.rectangle(canvas, (x1, y1), (x2, y2), ink, 1 if mark.thin else thick)
-            if mark.text:
-                _text(canvas, mark.text, (x1, y1), font, thick, ink, colour)
+            cv2.rectangle(canvas, (x1 - ox, y1 - oy), (x2 - ox, y2 - oy), ink,
+                          1 if mark.thin else thick)
         elif mark.kind == "point":
-            cv2.circle(canvas, mark.where, thick + 1, ink, -1, cv2.LINE_AA)
-        else:
-            _text(canvas, mark.text, mark.where, font * 1.3, thick, ink, colour, below=True)
+            cv2.circle(canvas, (mark.where[0] - ox, mark.where[1] - oy), thick + 1, ink, -1,
+                       cv2.LINE_AA)
+        band = style.band(mark)
+        if band is not None:
+            x, top, w, h, base = band
+            x, top = x - ox, top - oy
+            # a dark band, or an opaque one on the coverage plane (one colour for all)
+            cv2.rectangle(canvas, (x, top), (x + w + 4, top + h + base + 4),
+                          colour or (0, 0, 0), -1)
+            cv2.putText(canvas, mark.text, (x + 2, top + h + 2), cv2.FONT_HERSHEY_SIMPLEX,
+                        style.scale(mark), ink, thick, cv2.LINE_AA)
 
 
 def _overlay(image: torch.Tensor, marks: list[_Mark]) -> torch.Tensor:
     """``image`` with ``marks`` drawn over it where it lies (a GPU): OpenCV paints them on
-    the host into a colour and a coverage layer (premultiplied, so anti-aliased edges and
-    marks over marks compose as they do on a picture), and only the painted pixels travel,
-    to be blended in one pass."""
+    the host into a colour and a coverage layer the size of the part they cover
+    (premultiplied, so anti-aliased edges and marks over marks compose as they do on a
+    picture), and only the painted pixels travel, to be blended in one pass."""
     height, width = image.shape[:2]
-    colour = np.zeros((height, width, 3), np.uint8)
-    cover = np.zeros((height, width), np.uint8)
-    _paint(colour, marks, (height, width))
-    _paint(cover, marks, (height, width), colour=(255, 255, 255))
-    where = np.flatnonzero(cover)
-    layer = np.concatenate([colour.reshape(-1, 3)[where], cover.reshape(-1, 1)[where]], 1)
+    style = _Style((height, width))
+    left, top, right, bottom = style.extent(marks)
+    part = (bottom - top, right - left)
+    colour = np.zeros((*part, 3), np.uint8)
+    cover = np.zeros(part, np.uint8)
+    _paint(colour, marks, style, origin=(left, top))
+    _paint(cover, marks, style, colour=(255, 255, 255), origin=(left, top))
+    ys, xs = np.nonzero(cover)
+    where = (ys + top) * width + (xs + left)
+    layer = np.concatenate([colour[ys, xs], cover[ys, xs, None]], 1)
     index = torch.from_numpy(where).to(image.device)
     layer_t = torch.from_numpy(layer).to(image.device).float()
     out = image.clone()
@@ -159,17 +220,3 @@ def _overlay(image: torch.Tensor, marks: list[_Mark]) -> torch.Tensor:
     blended = pixels[index].float() * (1 - layer_t[:, 3:] / 255) + layer_t[:, :3]
     pixels[index] = blended.round_().clamp_(0, 255).to(torch.uint8)
     return out
-
-
-def _text(image: np.ndarray, text: str, corner: tuple[int, int], scale: float, thick: int,
-          colour: tuple[int, int, int], band: tuple[int, int, int] | None = None,
-          below: bool = False) -> None:
-    """Text on a dark band above (or below) ``corner``, kept inside the picture; ``band``
-    colours the band instead (the coverage plane paints it opaque)."""
-    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-    x = min(max(corner[0], 0), max(0, image.shape[1] - w - 4))
-    top = corner[1] if below else corner[1] - h - base - 4
-    top = min(max(top, 0), max(0, image.shape[0] - h - base - 4))
-    cv2.rectangle(image, (x, top), (x + w + 4, top + h + base + 4), band or (0, 0, 0), -1)
-    cv2.putText(image, text, (x + 2, top + h + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, colour,
-                thick, cv2.LINE_AA)
