@@ -40,10 +40,11 @@ RECIPES: dict[str, dict[str, str]] = {
 
 def train(data: list[str], out: Path, recipe: dict[str, str], args: argparse.Namespace
           ) -> float:
-    """Train one recipe into ``out`` (skipped when it is there); its wall minutes, the
-    process's start included."""
-    if out.exists():
-        return float(json.loads(out.with_suffix(".json").read_text())["minutes"])
+    """Train one recipe into ``out`` (skipped when a finished one is there); its wall
+    minutes, the process's start included."""
+    done = out.with_suffix(".json")  # written once the training finished
+    if done.exists():
+        return float(json.loads(done.read_text())["minutes"])
     options = {**BASE, **recipe}
     command = [sys.executable, str(ROOT / "run.py"), "train", "denoise", *data,
                "--out", str(out), "--arch", "ffdnet", "--channels", str(args.channels),
@@ -54,7 +55,7 @@ def train(data: list[str], out: Path, recipe: dict[str, str], args: argparse.Nam
     start = time.monotonic()
     subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     minutes = (time.monotonic() - start) / 60
-    out.with_suffix(".json").write_text(json.dumps({"minutes": minutes, "options": options}))
+    done.write_text(json.dumps({"minutes": minutes, "options": options}))
     return minutes
 
 
