@@ -90,7 +90,6 @@ class DecodedPicture:
         return yuv420_to_rgb(y, u, v, matrix_of(frame.colorspace), full_range(frame),
                              self.cosited)
 
-
     def scaled(self, width: int, height: int, interpolation: str) -> DecodedPicture:
         """The picture scaled by swscale, in its own pixel format."""
         scaled = _reformatter().reformat(self.frame, width=width, height=height,
