@@ -1,8 +1,9 @@
 """Denoiser training recipes side by side: one short training per recipe, each changing
-one choice of a base recipe (patch size, noise-level range, learning rate, width and
-depth), all with the same iterations, data and seed; each best checkpoint is then scored
-on a test set as 8-bit noisy files. The table says what a choice is worth for the time it
-costs, before a long run commits to it (plugins/denoise/MODELS.md keeps the results).
+one choice of a base recipe (patch size, noise-level range, learning rate and its
+schedule, loss, width and depth), all with the same iterations, data and seed; each best
+checkpoint is then scored on a test set as 8-bit noisy files. The table says what a
+choice is worth for the time it costs, before a long run commits to it
+(plugins/denoise/MODELS.md keeps the results).
 
     python bench/denoise_recipes.py ../shared/datasets/denoise/Train400 \\
         --test ../shared/datasets/denoise/BSD68 --channels 1 --iterations 3000
@@ -35,6 +36,10 @@ RECIPES: dict[str, dict[str, str]] = {
     "lr 2e-3": {"--lr": "2e-3"},
     "6 x 48": {"--features": "48", "--depth": "6"},
     "12 x 24": {"--features": "24", "--depth": "12"},
+    "step schedule": {"--schedule": "step"},
+    "constant rate": {"--schedule": "constant"},
+    "L1 loss": {"--loss": "l1"},
+    "Charbonnier loss": {"--loss": "charbonnier"},
 }
 
 

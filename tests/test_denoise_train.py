@@ -162,6 +162,41 @@ def test_n_steps_then_resume_then_m_steps_equal_n_plus_m_steps_bit_for_bit(pictu
                  "--resume", str(state)]) == 1  # other options: refused, one line
 
 
+def test_a_state_from_before_loss_and_schedule_resumes_only_with_their_old_values(
+        pictures, tmp_path):
+    common = ["train", "denoise", str(pictures), "--channels", "1", "--features", "8",
+              "--depth", "3", "--patch", "24", "--batch-size", "4", "--iterations", "6",
+              "--val-every", "3", "--holdout", "2", "--threads", "1"]
+    out = tmp_path / "old.pt"
+    assert main([*common, "--out", str(out), "--chunk", "3"]) == 0
+    state = out.with_suffix(".state.pt")
+    saved = torch.load(state, weights_only=False)
+    for option in ("loss", "schedule"):  # as the runs begun before these options wrote it
+        del saved["options"][option]
+    torch.save(saved, state)
+    assert main([*common, "--out", str(out), "--resume", str(state), "--loss", "l1"]) == 1
+    assert main([*common, "--out", str(out), "--resume", str(state),
+                 "--schedule", "step"]) == 1
+    assert main([*common, "--out", str(out), "--resume", str(state)]) == 0
+    assert torch.load(state, weights_only=False)["kept"]["step"] == 6
+
+
+@pytest.mark.parametrize("loss", ["l1", "charbonnier"])
+def test_the_loss_chosen_trains_other_weights_and_is_recorded(pictures, tmp_path, loss):
+    common = ["train", "denoise", str(pictures), "--channels", "1", "--features", "8",
+              "--depth", "3", "--patch", "24", "--batch-size", "4", "--iterations", "4",
+              "--val-every", "4", "--holdout", "2", "--threads", "1", "--schedule", "constant"]
+    assert main([*common, "--out", str(tmp_path / "mse.pt")]) == 0
+    assert main([*common, "--out", str(tmp_path / "other.pt"), "--loss", loss]) == 0
+    mse = torch.load(tmp_path / "mse.state.pt", weights_only=False)
+    other = torch.load(tmp_path / "other.state.pt", weights_only=False)
+    assert other["kept"]["info"]["loss"] == loss
+    assert other["kept"]["info"]["schedule"] == "constant"
+    assert other["kept"]["history"][0]["loss"] != mse["kept"]["history"][0]["loss"]
+    assert any(not torch.equal(tensor, other["parts"]["net"][name])
+               for name, tensor in mse["parts"]["net"].items())
+
+
 def test_eval_noise_is_8_bit_by_default_and_float_on_request():
     from plugins.denoise.evaluate import noisy_picture
 

@@ -6,6 +6,7 @@ import itertools
 import pytest
 import torch
 
+from pipeline.core.errors import VidgraphError
 from pipeline.kit import training
 from pipeline.kit.training import autocast, mixed_precision, run_facts, schedule
 
@@ -38,3 +39,30 @@ def test_schedule_warms_up_then_decays_to_zero():
     assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in itertools.pairwise(rates[9:]))
     assert rates[-1] < 0.01
+
+
+def rates_of(kind: str, total: int = 100, warmup: int = 10) -> list[float]:
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    scheduler = schedule(optimizer, total_steps=total, warmup_steps=warmup, kind=kind)
+    rates = []
+    for _ in range(total):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return rates
+
+
+def test_step_schedule_drops_tenfold_at_half_and_three_quarters_after_warm_up():
+    rates = rates_of("step")
+    assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0)
+    # 90 steps after the warm-up: halfway at step 55, three quarters at 77.5
+    assert rates[54] == pytest.approx(1.0) and rates[55] == pytest.approx(0.1)
+    assert rates[77] == pytest.approx(0.1) and rates[78] == pytest.approx(0.01)
+    assert rates[-1] == pytest.approx(0.01)
+
+
+def test_constant_schedule_keeps_the_rate_and_unknown_kinds_are_refused():
+    rates = rates_of("constant")
+    assert rates[0] == pytest.approx(0.1) and set(rates[9:]) == {1.0}
+    with pytest.raises(VidgraphError, match="schedule 'linear'"):
+        rates_of("linear")

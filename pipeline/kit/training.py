@@ -81,16 +81,28 @@ def native_bf16() -> bool:
                 and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def schedule(optimizer: torch.optim.Optimizer, total_steps: int,
-             warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up to the optimizer's rate over ``warmup_steps``, then a cosine decay to
-    zero at ``total_steps`` (stepped once per batch)."""
+#: the learning-rate schedules :func:`schedule` draws, after its warm-up
+SCHEDULES = ("cosine", "step", "constant")
+
+
+def schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int,
+             kind: str = "cosine") -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up to the optimizer's rate over ``warmup_steps``, then (stepped once per
+    batch) ``cosine``: a cosine decay to zero at ``total_steps``; ``step``: the rate, a
+    tenth of it from half of the steps, a hundredth from three quarters (the multi-step
+    schedules of DnCNN and FFDNet); ``constant``: the rate to the end."""
+    if kind not in SCHEDULES:
+        raise VidgraphError(f"schedule '{kind}': expected one of {', '.join(SCHEDULES)}")
 
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        if kind == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        if kind == "step":
+            return 1.0 if progress < 0.5 else 0.1 if progress < 0.75 else 0.01
+        return 1.0
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
@@ -163,8 +175,12 @@ class Resumable:
     parts' ``state_dict`` (network, optimiser, schedule), every random generator the
     run draws from, the step, and what the trainer keeps (best score, history)."""
 
-    def __init__(self, args: argparse.Namespace, out: Path) -> None:
+    def __init__(self, args: argparse.Namespace, out: Path,
+                 added: dict[str, Any] | None = None) -> None:
         self.args = args
+        #: options the trainer gained after some runs began, with the value those runs
+        #: trained with: their states lack them, and resume only with that value
+        self.added = added or {}
         self.path = Path(args.state) if args.state else out.with_suffix(".state.pt")
         self.started = time.monotonic()
         self.steps_now = 0
@@ -188,7 +204,8 @@ class Resumable:
         except (OSError, RuntimeError, EOFError) as exc:
             raise VidgraphError(f"--resume {self.args.resume}: cannot read the state "
                                 f"({exc})") from None
-        differ = sorted(k for k, v in self.options().items() if saved["options"].get(k) != v)
+        before = {**self.added, **saved["options"]}
+        differ = sorted(k for k, v in self.options().items() if before.get(k) != v)
         if differ:
             flags = ", ".join("--" + k.replace("_", "-") for k in differ)
             raise VidgraphError(f"--resume {self.args.resume}: the run used other options "
