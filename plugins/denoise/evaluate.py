@@ -65,7 +65,8 @@ def non_local_means(noisy: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def bm3d_method() -> Method | None:
-    """BM3D (Dabov et al. 2007) from the ``bm3d`` package, when installed."""
+    """BM3D (Dabov et al. 2007) from the ``bm3d`` package, when installed; CBM3D on
+    colour pictures."""
     try:
         import bm3d  # type: ignore[import-not-found]
     except ImportError:
@@ -135,7 +136,8 @@ def main(args: argparse.Namespace) -> int:
         methods["non-local means (OpenCV)"] = non_local_means
     found = bm3d_method() if "bm3d" in baselines else None
     if found is not None:
-        methods["BM3D"] = found
+        # colour pictures go through bm3d_rgb: CBM3D, its opponent-colour variant
+        methods["BM3D" if args.channels == 1 else "CBM3D"] = found
     rows = []
     for sigma in levels:
         noisy = [noisy_picture(p, sigma, i * 1000 + int(sigma), args.noise)
