@@ -4,8 +4,8 @@ means (and BM3D when the ``bm3d`` package is installed, on the smallest size onl
 
     python bench/denoise.py [--device cuda] [--half] [--seconds 3] [--sizes 640x360 ...]
 
-Speed does not depend on the weights, so untrained networks are measured. Prints a table
-and writes bench/results/denoise.json.
+The shipped denoisers are measured as their files build them (their width and depth),
+DnCNN untrained. Prints a table and writes bench/results/denoise.json.
 """
 
 from __future__ import annotations
@@ -23,14 +23,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[0] = str(ROOT)
 
 from bench.timing import rate, write_report  # noqa: E402
+from plugins.denoise.apply import load  # noqa: E402
 from plugins.denoise.evaluate import bm3d_method  # noqa: E402
-from plugins.denoise.model import DnCNN, FFDNet  # noqa: E402
+from plugins.denoise.model import DnCNN  # noqa: E402
 from plugins.denoise.temporal import merge  # noqa: E402
 
 SIZES = {"640x360": (360, 640), "1280x720": (720, 1280), "1920x1080": (1080, 1920)}
 NETWORKS: dict[str, Callable[[], torch.nn.Module]] = {
-    "ffdnet color": lambda: FFDNet(3), "ffdnet color-light": lambda: FFDNet(3, 32, 8),
-    "ffdnet gray": lambda: FFDNet(1), "ffdnet gray-light": lambda: FFDNet(1, 32, 8),
+    **{f"ffdnet {name}": (lambda name=name: load(name)[0])
+       for name in ("color", "color-light", "gray", "gray-light")},
     "dncnn color": lambda: DnCNN(3)}
 
 
