@@ -89,8 +89,8 @@ def schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: i
              kind: str = "cosine") -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up to the optimizer's rate over ``warmup_steps``, then (stepped once per
     batch) ``cosine``: a cosine decay to zero at ``total_steps``; ``step``: the rate, a
-    tenth of it from half of the steps, a hundredth from three quarters (the multi-step
-    schedules of DnCNN and FFDNet); ``constant``: the rate to the end."""
+    tenth of it from half of the steps, a hundredth from three quarters (tenfold drops, as
+    FFDNet's training made); ``constant``: the rate to the end."""
     if kind not in SCHEDULES:
         raise VidgraphError(f"schedule '{kind}': expected one of {', '.join(SCHEDULES)}")
 
