@@ -137,11 +137,17 @@ def test_ssim_of_a_picture_with_itself_is_one_and_falls_with_noise():
     assert ssim(x, (x + 0.2 * torch.randn_like(x)).clamp(0, 1)) < 0.9
 
 
+def tiny_training(pictures: Path, iterations: int, val_every: int) -> list[str]:
+    """A `vidgraph train denoise` command of a few steps of a tiny network (``--threads``
+    last)."""
+    return ["train", "denoise", str(pictures), "--channels", "1", "--features", "8",
+            "--depth", "3", "--patch", "24", "--batch-size", "4", "--iterations",
+            str(iterations), "--val-every", str(val_every), "--holdout", "2", "--threads", "1"]
+
+
 def test_n_steps_then_resume_then_m_steps_equal_n_plus_m_steps_bit_for_bit(pictures,
                                                                             tmp_path):
-    common = ["train", "denoise", str(pictures), "--channels", "1", "--features", "8",
-              "--depth", "3", "--patch", "24", "--batch-size", "4", "--iterations", "10",
-              "--val-every", "3", "--holdout", "2", "--threads", "1"]
+    common = tiny_training(pictures, iterations=10, val_every=3)
     whole = tmp_path / "whole.pt"
     assert main([*common, "--out", str(whole)]) == 0
     parts = tmp_path / "parts.pt"
@@ -164,9 +170,7 @@ def test_n_steps_then_resume_then_m_steps_equal_n_plus_m_steps_bit_for_bit(pictu
 
 def test_a_state_from_before_loss_and_schedule_resumes_only_with_their_old_values(
         pictures, tmp_path):
-    common = ["train", "denoise", str(pictures), "--channels", "1", "--features", "8",
-              "--depth", "3", "--patch", "24", "--batch-size", "4", "--iterations", "6",
-              "--val-every", "3", "--holdout", "2", "--threads", "1"]
+    common = tiny_training(pictures, iterations=6, val_every=3)
     out = tmp_path / "old.pt"
     assert main([*common, "--out", str(out), "--chunk", "3"]) == 0
     state = out.with_suffix(".state.pt")
@@ -183,9 +187,7 @@ def test_a_state_from_before_loss_and_schedule_resumes_only_with_their_old_value
 
 @pytest.mark.parametrize("loss", ["l1", "charbonnier"])
 def test_the_loss_chosen_trains_other_weights_and_is_recorded(pictures, tmp_path, loss):
-    common = ["train", "denoise", str(pictures), "--channels", "1", "--features", "8",
-              "--depth", "3", "--patch", "24", "--batch-size", "4", "--iterations", "4",
-              "--val-every", "4", "--holdout", "2", "--threads", "1", "--schedule", "constant"]
+    common = [*tiny_training(pictures, iterations=4, val_every=4), "--schedule", "constant"]
     assert main([*common, "--out", str(tmp_path / "mse.pt")]) == 0
     assert main([*common, "--out", str(tmp_path / "other.pt"), "--loss", loss]) == 0
     mse = torch.load(tmp_path / "mse.state.pt", weights_only=False)

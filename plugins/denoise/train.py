@@ -48,7 +48,8 @@ def charbonnier(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 #: training losses by ``--loss`` name
 LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss, "charbonnier": charbonnier}
-#: options this trainer gained after the first long runs, as those runs trained
+#: options this trainer gained after the first long runs, as those runs trained (and
+#: their defaults)
 ADDED_OPTIONS = {"loss": "mse", "schedule": "cosine"}
 
 
@@ -65,11 +66,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--iterations", type=int, default=20000)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--schedule", choices=SCHEDULES, default="cosine",
+    parser.add_argument("--schedule", choices=SCHEDULES, default=ADDED_OPTIONS["schedule"],
                         help="learning rate after the warm-up: cosine decay to zero, "
                         "step (a tenth from half of the iterations, a hundredth from three "
                         "quarters), or constant")
-    parser.add_argument("--loss", choices=sorted(LOSSES), default="mse",
+    parser.add_argument("--loss", choices=sorted(LOSSES), default=ADDED_OPTIONS["loss"],
                         help="mse (the papers'), l1, or charbonnier (a smooth L1)")
     parser.add_argument("--noise", choices=("gaussian", "camera"), default="gaussian")
     parser.add_argument("--sigma-max", type=float, default=75.0,
