@@ -234,3 +234,40 @@ def test_eval_on_colour_pictures_scores_cbm3d_above_the_noisy_input(tmp_path, ca
     lines = {line.split("  ")[0]: line for line in capsys.readouterr().out.splitlines()}
     assert "BM3D" not in lines  # bm3d_rgb is CBM3D, and the table says so
     assert float(lines["CBM3D"].split()[-3]) > float(lines["noisy input"].split()[-3]) + 5
+
+
+def test_quantized_training_sees_8_bit_noisy_patches_and_records_it(pictures, tmp_path):
+    from argparse import Namespace
+
+    from plugins.denoise.train import noisy_batch
+
+    clean = torch.rand(4, 1, 16, 16)
+    args = Namespace(noise="gaussian", sigma_max=75.0, quantize=True)
+    noisy, level = noisy_batch(clean, args, torch.Generator().manual_seed(0))
+    assert torch.equal(noisy * 255, (noisy * 255).round())  # whole levels
+    assert noisy.min() >= 0 and noisy.max() <= 1 and level.shape == (4, 1, 16, 16)
+    out = tmp_path / "eight.pt"
+    assert main([*tiny_training(pictures, iterations=3, val_every=3), "--out", str(out),
+                 "--quantize"]) == 0
+    _, info = load(str(out))
+    assert info["quantize"] is True and "init" not in info
+
+
+def test_init_starts_from_a_trained_network_and_its_card_keeps_that_training(pictures,
+                                                                              tmp_path):
+    first = tmp_path / "first.pt"
+    assert main([*tiny_training(pictures, iterations=3, val_every=3), "--out", str(first)]
+                ) == 0
+    tuned = tmp_path / "tuned.pt"
+    # a rate of zero leaves the learned parameters as the start file holds them
+    assert main([*tiny_training(pictures, iterations=2, val_every=2), "--out", str(tuned),
+                 "--init", str(first), "--lr", "0", "--schedule", "constant"]) == 0
+    start, end = torch.load(first)["state_dict"], torch.load(tuned)["state_dict"]
+    learned = [k for k in start if not k.endswith(("running_mean", "running_var", "tracked"))]
+    assert learned and all(torch.equal(start[k], end[k]) for k in learned)
+    _, info = load(str(tuned))
+    assert info["init"]["model"] == str(first) and info["init"]["best_step"] == 3
+    assert "--out" in info["init"]["commands"][0]
+    # another size than the start file's: refused in one line
+    assert main([*tiny_training(pictures, iterations=2, val_every=2), "--out", str(tuned),
+                 "--init", str(first), "--features", "16"]) == 1

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from pipeline.core.errors import VidgraphError
 
 from .apply import load, tiled
-from .noise import gaussian
+from .noise import gaussian, quantize
 from .train import psnr, read_pictures
 
 Method = Callable[[torch.Tensor, float], torch.Tensor]
@@ -87,7 +87,7 @@ def noisy_picture(clean: torch.Tensor, sigma: float, seed: int, kind: str) -> to
     """``clean`` with seeded Gaussian noise of ``sigma`` (0..255 scale); ``kind`` 8bit
     rounds and clips it to the 256 levels of an 8-bit picture."""
     noisy = gaussian(clean, sigma, torch.Generator().manual_seed(seed))
-    return (noisy * 255).round().clamp(0, 255) / 255 if kind == "8bit" else noisy
+    return quantize(noisy) if kind == "8bit" else noisy
 
 
 def model_method(name: str, device: torch.device, tile: int | None) -> Method:

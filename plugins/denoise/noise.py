@@ -18,6 +18,12 @@ def gaussian(images: torch.Tensor, sigma: float | torch.Tensor,
     return images + noise * level.reshape(-1, *[1] * (images.ndim - 1))
 
 
+def quantize(images: torch.Tensor) -> torch.Tensor:
+    """``images`` (0..1) rounded and clipped to the 256 levels of an 8-bit picture, as a
+    camera, a video or a PNG holds a noisy picture."""
+    return (images * 255).round().clamp(0, 255) / 255
+
+
 def to_linear(images: torch.Tensor) -> torch.Tensor:
     """sRGB (0..1) to linear light."""
     return torch.where(images <= 0.04045, images / 12.92,

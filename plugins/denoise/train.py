@@ -35,8 +35,9 @@ from pipeline.kit.training import (
 )
 from pipeline.kit.weights import save_network
 
+from .apply import load
 from .model import ARCHITECTURES
-from .noise import camera, gaussian, to_linear, to_srgb
+from .noise import camera, gaussian, quantize, to_linear, to_srgb
 
 PICTURES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
@@ -50,7 +51,8 @@ def charbonnier(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss, "charbonnier": charbonnier}
 #: options this trainer gained after the first long runs, as those runs trained (and
 #: their defaults)
-ADDED_OPTIONS = {"loss": "mse", "schedule": "cosine"}
+ADDED_OPTIONS: dict[str, Any] = {"loss": "mse", "schedule": "cosine", "quantize": False,
+                                 "init": None}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -75,6 +77,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise", choices=("gaussian", "camera"), default="gaussian")
     parser.add_argument("--sigma-max", type=float, default=75.0,
                         help="gaussian: levels drawn from 0..this (0..255 scale)")
+    parser.add_argument("--quantize", action="store_true",
+                        help="round and clip the noisy patches to 8 bits (0-255), as a "
+                        "camera, a video or a PNG holds them, and so the held-out pictures")
+    parser.add_argument("--init", metavar="MODEL",
+                        help="start from this denoiser's weights (a built-in name or a "
+                        "checkpoint; its architecture and size), with a new optimiser and "
+                        "schedule: fine-tuning")
     parser.add_argument("--shot-max", type=float, default=0.02, help="camera: shot gain")
     parser.add_argument("--read-max", type=float, default=0.02, help="camera: read noise")
     parser.add_argument("--holdout", type=int, default=8,
@@ -131,15 +140,42 @@ def noisy_batch(clean: torch.Tensor, args: argparse.Namespace, generator: torch.
     if args.noise == "gaussian":
         sigma = torch.rand(n, generator=generator).to(clean.device) * args.sigma_max
         noisy = gaussian(clean, sigma, generator if clean.device.type == "cpu" else None)
-        return noisy, sigma.view(n, 1, 1, 1).expand(n, 1, *clean.shape[-2:])
+        level = sigma.view(n, 1, 1, 1).expand(n, 1, *clean.shape[-2:])
+        return quantize(noisy) if args.quantize else noisy, level
     shot = torch.rand(n, generator=generator).to(clean.device) * args.shot_max
     read = torch.rand(n, generator=generator).to(clean.device) * args.read_max
     noisy = camera(clean, shot, read, generator if clean.device.type == "cpu" else None)
+    noisy = quantize(noisy) if args.quantize else noisy
     # the sRGB standard deviation: linear noise times the slope of the gamma curve
     linear = to_linear(clean)
     std = (shot.view(n, 1, 1, 1) * linear + read.view(n, 1, 1, 1) ** 2).sqrt()
     slope = (to_srgb(linear + 1e-3) - to_srgb((linear - 1e-3).clamp(min=0))) / 2e-3
     return noisy, (std * slope).mean(1, keepdim=True) * 255
+
+
+def network(args: argparse.Namespace
+            ) -> tuple[torch.nn.Module, str, dict[str, Any], dict[str, Any]]:
+    """The network to train, its architecture and size, and (with ``--init``) what the
+    checkpoint it starts from records of its own training (``init``: its commands and
+    minutes, which a model card adds to this run's)."""
+    if not args.init:
+        arch_args: dict[str, Any] = {"channels": args.channels}
+        if args.features:
+            arch_args["features"] = args.features
+        if args.depth:
+            arch_args["depth"] = args.depth
+        return ARCHITECTURES[args.arch](**arch_args), args.arch, arch_args, {}
+    net, info = load(args.init)
+    arch = next(name for name, kind in ARCHITECTURES.items() if type(net) is kind)
+    size = {"channels": net.channels, "features": net.features, "depth": net.depth}
+    asked = {"channels": args.channels, "features": args.features, "depth": args.depth}
+    differ = [k for k, v in asked.items() if v is not None and v != size[k]]
+    if differ or arch != args.arch:
+        raise VidgraphError(f"--init {args.init}: a {arch} with {size}, not the "
+                            f"--{'/--'.join(differ or ['arch'])} asked for")
+    return net.train(), arch, size, {"init": {
+        "model": args.init, "commands": info.get("commands") or [info.get("command")],
+        "minutes": info.get("minutes"), "best_step": info.get("best_step")}}
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -158,12 +194,8 @@ def main(args: argparse.Namespace) -> int:
     order = rng.permutation(len(pictures))
     held = [pictures[i] for i in order[:args.holdout]]
     train = [pictures[i] for i in order[args.holdout:]] or held
-    arch_args: dict[str, Any] = {"channels": args.channels}
-    if args.features:
-        arch_args["features"] = args.features
-    if args.depth:
-        arch_args["depth"] = args.depth
-    net = ARCHITECTURES[args.arch](**arch_args).to(device)
+    net, arch, arch_args, started_from = network(args)
+    net = net.to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=args.lr)
     scheduler = schedule(optimizer, args.iterations, max(1, args.iterations // 100),
                          args.schedule)
@@ -171,6 +203,7 @@ def main(args: argparse.Namespace) -> int:
     check = torch.Generator().manual_seed(1234)
     val_clean = [p[:, :256, :256].to(device) for p in held]
     val_noisy = [gaussian(p[None].cpu(), 25.0, check).to(device) for p in val_clean]
+    val_noisy = [quantize(p) for p in val_noisy] if args.quantize else val_noisy
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     info: dict[str, Any] = {
@@ -178,7 +211,7 @@ def main(args: argparse.Namespace) -> int:
         "data": args.data, "pictures": len(train), "held_out": len(held), "seed": args.seed,
         "iterations": args.iterations, "patch": args.patch, "batch_size": args.batch_size,
         "noise": args.noise, "sigma_max": args.sigma_max, "loss": args.loss,
-        "schedule": args.schedule,
+        "schedule": args.schedule, "quantize": args.quantize, **started_from,
         **run_facts(device, cpu_mixed=args.bf16),
     }
     print(f"{len(train)} training and {len(held)} held-out pictures; {args.arch} "
@@ -214,7 +247,7 @@ def main(args: argparse.Namespace) -> int:
                 best = score
                 info.update(best_step=step, val_psnr_25=score, history=history,
                             minutes=round(run.seconds() / 60, 1))
-                save_network(out, net, args.arch, arch_args, info)
+                save_network(out, net, arch, arch_args, info)
         run.stepped()
         if step < args.iterations and run.due():
             break
