@@ -1,6 +1,6 @@
 """Denoiser training recipes side by side: one short training per recipe, each changing
-one choice of a base recipe (patch size, noise-level range, learning rate and its
-schedule, loss, width and depth), all with the same iterations, data and seed; each best
+one choice of a base recipe (patch size, noise-level range, noisy patches rounded to 8
+bits or not, learning rate and its schedule, loss, width and depth), all with the same iterations, data and seed; each best
 checkpoint is then scored on a test set as 8-bit noisy files. The table says what a
 choice is worth for the time it costs, before a long run commits to it
 (plugins/denoise/MODELS.md keeps the results).
@@ -41,6 +41,7 @@ RECIPES: dict[str, dict[str, str]] = {
     "constant rate": {"--schedule": "constant"},
     "L1 loss": {"--loss": "l1"},
     "Charbonnier loss": {"--loss": "charbonnier"},
+    "8-bit noise": {"--quantize": ""},  # a flag: no value
 }
 
 
@@ -57,7 +58,7 @@ def train(data: list[str], out: Path, recipe: dict[str, str], args: argparse.Nam
                "--batch-size", "64", "--iterations", str(args.iterations),
                "--val-every", str(max(1, args.iterations // 4)),
                "--threads", str(args.threads),
-               *(part for pair in options.items() for part in pair)]
+               *(part for pair in options.items() for part in pair if part)]
     start = time.monotonic()
     subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     minutes = (time.monotonic() - start) / 60
