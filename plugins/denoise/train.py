@@ -2,9 +2,10 @@
 
 Random patches, flipped and rotated, get Gaussian noise at a random level per patch (or,
 with ``--noise camera``, a sensor's shot and read noise in linear light); FFDNet is told
-each patch's level as its noise map, DnCNN is not (blind). The checkpoint that denoises a
-held-out set best (PSNR at sigma 25, seeded noise) is kept, and written at every
-improvement.
+each patch's level as its noise map, DnCNN is not (blind). ``--quantize`` rounds and
+clips the noisy patches to 8 bits, as a camera or a PNG holds them; ``--init`` starts from
+a trained denoiser (fine-tuning). The checkpoint that denoises a held-out set best (PSNR at
+sigma 25, seeded noise) is kept, and written at every improvement.
 """
 
 from __future__ import annotations
