@@ -53,7 +53,8 @@ def test_each_style_paints_the_photo_its_own_way(photo, painted):
         assert out.shape == photo.shape
         assert (out - photo).abs().mean() > 0.08, name
     for (a, x), (b, y) in itertools.combinations(painted.items(), 2):
-        assert (x - y).abs().mean() > 0.04, (a, b)
+        if a.removesuffix("-light") != b.removesuffix("-light"):  # not one painting's two sizes
+            assert (x - y).abs().mean() > 0.04, (a, b)
 
 
 def test_each_style_keeps_the_subject(photo, painted):
