@@ -34,9 +34,9 @@ from pipeline.kit.training import (
     schedule,
     seed_everything,
 )
-from pipeline.kit.weights import save_network
+from pipeline.kit.weights import built_in_files, load_network, save_network
 
-from .apply import load
+from .apply import WEIGHTS
 from .model import ARCHITECTURES
 from .noise import camera, gaussian, quantize, to_linear, to_srgb
 
@@ -142,16 +142,16 @@ def noisy_batch(clean: torch.Tensor, args: argparse.Namespace, generator: torch.
         sigma = torch.rand(n, generator=generator).to(clean.device) * args.sigma_max
         noisy = gaussian(clean, sigma, generator if clean.device.type == "cpu" else None)
         level = sigma.view(n, 1, 1, 1).expand(n, 1, *clean.shape[-2:])
-        return quantize(noisy) if args.quantize else noisy, level
-    shot = torch.rand(n, generator=generator).to(clean.device) * args.shot_max
-    read = torch.rand(n, generator=generator).to(clean.device) * args.read_max
-    noisy = camera(clean, shot, read, generator if clean.device.type == "cpu" else None)
-    noisy = quantize(noisy) if args.quantize else noisy
-    # the sRGB standard deviation: linear noise times the slope of the gamma curve
-    linear = to_linear(clean)
-    std = (shot.view(n, 1, 1, 1) * linear + read.view(n, 1, 1, 1) ** 2).sqrt()
-    slope = (to_srgb(linear + 1e-3) - to_srgb((linear - 1e-3).clamp(min=0))) / 2e-3
-    return noisy, (std * slope).mean(1, keepdim=True) * 255
+    else:
+        shot = torch.rand(n, generator=generator).to(clean.device) * args.shot_max
+        read = torch.rand(n, generator=generator).to(clean.device) * args.read_max
+        noisy = camera(clean, shot, read, generator if clean.device.type == "cpu" else None)
+        # the sRGB standard deviation: linear noise times the slope of the gamma curve
+        linear = to_linear(clean)
+        std = (shot.view(n, 1, 1, 1) * linear + read.view(n, 1, 1, 1) ** 2).sqrt()
+        slope = (to_srgb(linear + 1e-3) - to_srgb((linear - 1e-3).clamp(min=0))) / 2e-3
+        level = (std * slope).mean(1, keepdim=True) * 255
+    return quantize(noisy) if args.quantize else noisy, level
 
 
 def network(args: argparse.Namespace
@@ -166,8 +166,9 @@ def network(args: argparse.Namespace
         if args.depth:
             arch_args["depth"] = args.depth
         return ARCHITECTURES[args.arch](**arch_args), args.arch, arch_args, {}
-    net, info = load(args.init)
-    arch = next(name for name, kind in ARCHITECTURES.items() if type(net) is kind)
+    net, arch, _, info = load_network(args.init, built_in_files(WEIGHTS), ARCHITECTURES,
+                                      "denoiser")
+    # the file's arch_args hold only what its run was given; the network knows its size
     size = {"channels": net.channels, "features": net.features, "depth": net.depth}
     asked = {"channels": args.channels, "features": args.features, "depth": args.depth}
     differ = [k for k, v in asked.items() if v is not None and v != size[k]]
