@@ -1,8 +1,8 @@
 """Denoiser training recipes side by side: one short training per recipe, each changing
 one choice of a base recipe (patch size, noise-level range, noisy patches rounded to 8
-bits or not, learning rate and its schedule, loss, width and depth), all with the same
-iterations, data and seed; each best checkpoint is then scored on a test set as 8-bit
-noisy files. The table says what a choice is worth for the time it costs, before a long
+bits or not, learning rate and its schedule, loss, width and depth, residual output), all
+with the same iterations, data and seed; each best checkpoint is then scored on a test
+set as 8-bit noisy files. The table says what a choice is worth for the time it costs, before a long
 run commits to it (plugins/denoise/MODELS.md keeps the results).
 
     python bench/denoise_recipes.py ../shared/datasets/denoise/Train400 \\
@@ -42,6 +42,7 @@ RECIPES: dict[str, dict[str, str]] = {
     "L1 loss": {"--loss": "l1"},
     "Charbonnier loss": {"--loss": "charbonnier"},
     "8-bit noise": {"--quantize": ""},  # a flag: no value
+    "residual": {"--residual": ""},
 }
 
 

@@ -271,3 +271,21 @@ def test_init_starts_from_a_trained_network_and_its_card_keeps_that_training(pic
     # another size than the start file's: refused in one line
     assert main([*tiny_training(pictures, iterations=2, val_every=2), "--out", str(tuned),
                  "--init", str(first), "--features", "16"]) == 1
+
+
+def test_residual_ffdnet_adds_its_layers_answer_to_the_noisy_picture(pictures, tmp_path):
+    from plugins.denoise.model import FFDNet
+
+    net = FFDNet(channels=3, features=8, depth=3, residual=True).eval()
+    torch.nn.init.zeros_(net.body[-1].weight)
+    torch.nn.init.zeros_(net.body[-1].bias)
+    noisy = torch.rand(2, 3, 21, 30)  # odd sides: padded and cropped back
+    with torch.no_grad():
+        assert torch.equal(net(noisy, 25.0), noisy)
+    out = tmp_path / "residual.pt"
+    assert main([*tiny_training(pictures, iterations=3, val_every=3), "--out", str(out),
+                 "--residual"]) == 0
+    model, _ = load(str(out))
+    assert model.residual and torch.load(out)["arch_args"]["residual"] is True
+    assert main([*tiny_training(pictures, iterations=3, val_every=3), "--out", str(out),
+                 "--arch", "dncnn", "--residual"]) == 1

@@ -177,3 +177,22 @@ def test_n_steps_then_resume_then_m_steps_equal_n_plus_m_steps_bit_for_bit(photo
         assert torch.equal(tensor, chunked["parts"]["net"][name]), name
     _, info = checkpoint.load(str(parts))
     assert len(info["commands"]) == 2 and "--resume" in info["commands"][1]
+
+
+def test_init_goes_on_from_a_trained_network_and_records_its_training(trained, photos,
+                                                                      painting, tmp_path):
+    common = ["train", "style", "--style", str(painting), "--content", str(photos),
+              "--init", str(trained), "--size", "32", "--style-size", "64",
+              "--iterations", "2", "--batch-size", "1", "--threads", "1"]
+    tuned = tmp_path / "tuned.pt"
+    # a rate of zero keeps the start file's weights; the size comes from that file
+    assert main([*common, "--out", str(tuned), "--width", "0.25", "--lr", "0"]) == 0
+    start, end = torch.load(trained)["state_dict"], torch.load(tuned)["state_dict"]
+    assert start.keys() == end.keys()
+    assert all(torch.equal(start[k], end[k]) for k in start)
+    _, info = checkpoint.load(str(tuned))
+    assert info["init"]["model"] == str(trained)
+    assert "--iterations 30" in info["init"]["commands"][0]
+    # another width or depth than the start file's: refused in one line
+    assert main([*common, "--out", str(tuned), "--width", "0.5"]) == 1
+    assert main([*common, "--out", str(tuned), "--width", "0.25", "--blocks", "3"]) == 1

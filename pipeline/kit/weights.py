@@ -81,3 +81,22 @@ def load_network(model: str, built_in: dict[str, Path],
     net.load_state_dict({k: v.float() if v.is_floating_point() else v
                          for k, v in data["state_dict"].items()})
     return net.eval(), arch, args, dict(data.get("info") or {})
+
+
+def start_from(model: str, built_in: dict[str, Path], architectures: dict[str, Any],
+               what: str, arch: str, asked: dict[str, Any]
+               ) -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any]]:
+    """The network ``--init MODEL`` starts a fine-tuning from, in train mode; its size
+    (the attributes ``asked`` names, read from the network, since a file's ``arch_args``
+    hold only what its run was given); and what its checkpoint records of its own
+    training (commands, minutes, best step), which a model card adds to the new run's.
+    A size in ``asked`` (None: not asked) or an ``arch`` other than the file's is refused."""
+    net, file_arch, _, info = load_network(model, built_in, architectures, what)
+    size = {k: getattr(net, k, None) for k in asked}
+    differ = [k for k, v in asked.items() if v is not None and v != size[k]]
+    if differ or file_arch != arch:
+        raise VidgraphError(f"--init {model}: a {file_arch} with {size}, not the "
+                            f"--{'/--'.join(differ or ['arch'])} asked for")
+    return net.train(), size, {
+        "model": model, "commands": info.get("commands") or [info.get("command")],
+        "minutes": info.get("minutes"), "best_step": info.get("best_step")}

@@ -38,12 +38,14 @@ class FFDNet(nn.Module):
     """Non-blind denoiser: the picture is pixel-unshuffled to four half-resolution
     sub-images, stacked with a noise-level map, run through conv+ReLU layers (batch norm
     in the middle ones) and shuffled back. Gray: 15 layers of 64, colour: 12 of 96 in the
-    paper; ``features`` and ``depth`` make light variants."""
+    paper; ``features`` and ``depth`` make light variants. ``residual``: the layers give
+    the correction to the noisy picture, as DnCNN's do, rather than the clean picture
+    (the paper's), so a small network need not carry the picture's detail through."""
 
     def __init__(self, channels: int = 1, features: int | None = None,
-                 depth: int | None = None) -> None:
+                 depth: int | None = None, residual: bool = False) -> None:
         super().__init__()
-        self.channels = channels
+        self.channels, self.residual = channels, residual
         self.features = features or (64 if channels == 1 else 96)
         self.depth = depth or (15 if channels == 1 else 12)
         self.body = _stack(4 * channels + 1, self.features, 4 * channels, self.depth, True)
@@ -57,7 +59,8 @@ class FFDNet(nn.Module):
         small = F.pixel_unshuffle(padded, 2)
         half_level = F.avg_pool2d(level, 2)
         out = F.pixel_shuffle(self.body(torch.cat([small, half_level], 1)), 2)
-        return out[..., :height, :width]
+        out = out[..., :height, :width]
+        return x + out if self.residual else out
 
 
 class DnCNN(nn.Module):

@@ -34,7 +34,7 @@ from pipeline.kit.training import (
     schedule,
     seed_everything,
 )
-from pipeline.kit.weights import built_in_files, load_network, save_network
+from pipeline.kit.weights import built_in_files, save_network, start_from
 
 from .apply import WEIGHTS
 from .model import ARCHITECTURES
@@ -53,7 +53,7 @@ LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss, "charbonnier": charbonnier}
 #: options this trainer gained after the first long runs, as those runs trained (and
 #: their defaults)
 ADDED_OPTIONS: dict[str, Any] = {"loss": "mse", "schedule": "cosine", "quantize": False,
-                                 "init": None}
+                                 "init": None, "residual": False}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -65,6 +65,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="1: gray model, 3: colour model")
     parser.add_argument("--features", type=int, help="channels per layer (light: 32)")
     parser.add_argument("--depth", type=int, help="layers")
+    parser.add_argument("--residual", action="store_true",
+                        help="ffdnet: the layers learn the correction to the noisy picture "
+                        "(as DnCNN's do) rather than the clean picture")
     parser.add_argument("--patch", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--iterations", type=int, default=20000)
@@ -165,19 +168,14 @@ def network(args: argparse.Namespace
             arch_args["features"] = args.features
         if args.depth:
             arch_args["depth"] = args.depth
+        if args.residual:
+            arch_args["residual"] = True
         return ARCHITECTURES[args.arch](**arch_args), args.arch, arch_args, {}
-    net, arch, _, info = load_network(args.init, built_in_files(WEIGHTS), ARCHITECTURES,
-                                      "denoiser")
-    # the file's arch_args hold only what its run was given; the network knows its size
-    size = {"channels": net.channels, "features": net.features, "depth": net.depth}
-    asked = {"channels": args.channels, "features": args.features, "depth": args.depth}
-    differ = [k for k, v in asked.items() if v is not None and v != size[k]]
-    if differ or arch != args.arch:
-        raise VidgraphError(f"--init {args.init}: a {arch} with {size}, not the "
-                            f"--{'/--'.join(differ or ['arch'])} asked for")
-    return net.train(), arch, size, {"init": {
-        "model": args.init, "commands": info.get("commands") or [info.get("command")],
-        "minutes": info.get("minutes"), "best_step": info.get("best_step")}}
+    asked = {"channels": args.channels, "features": args.features, "depth": args.depth,
+             "residual": args.residual or None}
+    net, size, started = start_from(args.init, built_in_files(WEIGHTS), ARCHITECTURES,
+                                    "denoiser", args.arch, asked)
+    return net, args.arch, size, {"init": started}
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -187,6 +185,9 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def main(args: argparse.Namespace) -> int:
     """Train, choose on the held-out pictures, save; returns the exit status."""
+    if args.residual and args.arch != "ffdnet":
+        raise VidgraphError(f"--residual is an ffdnet option ({args.arch} is residual "
+                            "already or not at all)")
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)

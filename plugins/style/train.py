@@ -33,9 +33,11 @@ from pipeline.kit.training import (
     schedule,
     seed_everything,
 )
+from pipeline.kit.weights import built_in_files, start_from
 
 from . import checkpoint
 from .losses import CONTENT_LAYERS, STYLE_LAYERS, PerceptualLoss
+from .model import ARCHITECTURES
 from .vgg import VGG19
 
 PICTURES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -77,7 +79,32 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision on "
                         "the CPU too, where it is native (AVX-512 BF16, AMX): about twice "
                         "as fast for full-width networks, slower for light ones")
+    parser.add_argument("--init", metavar="MODEL",
+                        help="start from this style network's weights (a built-in style "
+                        "or a checkpoint; its architecture and size), with a new optimiser "
+                        "and schedule: a longer training, or another painting from a "
+                        "trained one")
     add_resume_options(parser)
+
+
+#: options added after runs began, with the value those runs had (their states resume)
+ADDED_OPTIONS: dict[str, Any] = {"init": None}
+
+
+def network(args: argparse.Namespace
+            ) -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any]]:
+    """The network to train and its size; with ``--init``, the trained one it starts from
+    and what that one's checkpoint records of its own training (``init``)."""
+    extra = "blocks" if args.arch == "johnson" else "scales"
+    if args.init:
+        asked = {"width": args.width, extra: getattr(args, extra)}
+        net, size, started = start_from(args.init, built_in_files(checkpoint.WEIGHTS),
+                                        ARCHITECTURES, "style", args.arch, asked)
+        return net, size, {"init": started}
+    arch_args: dict[str, Any] = {"width": args.width}
+    if getattr(args, extra):
+        arch_args[extra] = getattr(args, extra)
+    return checkpoint.build(args.arch, arch_args), arch_args, {}
 
 
 def read_picture(path: Path) -> np.ndarray:
@@ -163,12 +190,8 @@ def main(args: argparse.Namespace) -> int:
     style_file = Path(args.style)
     style_picture = style_target(style_file, args.style_size)
     pictures = content_pictures(args.content, round(args.size * 1.15), args.frames)
-    arch_args: dict[str, Any] = {"width": args.width}
-    if args.arch == "johnson" and args.blocks:
-        arch_args["blocks"] = args.blocks
-    if args.arch == "ulyanov" and args.scales:
-        arch_args["scales"] = args.scales
-    net = checkpoint.build(args.arch, arch_args).to(device)
+    net, arch_args, started_from = network(args)
+    net = net.to(device)
     vgg = VGG19.pretrained().to(device)
     style = torch.from_numpy(style_picture).permute(2, 0, 1)[None].float().to(device) / 255
     try:
@@ -187,7 +210,7 @@ def main(args: argparse.Namespace) -> int:
           f"{style_picture.shape[1]}x{style_picture.shape[0]}; {args.arch} width "
           f"{args.width}: {sum(p.numel() for p in net.parameters()):,} parameters; {device}",
           file=sys.stderr)
-    run = Resumable(args, out)
+    run = Resumable(args, out, ADDED_OPTIONS)
     parts = {"net": net, "optimizer": optimizer, "scheduler": scheduler}
     kept = run.load(parts, rng, None) or {"step": 0, "history": []}
     history: list[dict[str, float]] = kept["history"]
@@ -230,6 +253,7 @@ def main(args: argparse.Namespace) -> int:
         "final_losses": {k: float(np.mean([h[k] for h in last])) for k in history[-1]
                          if k != "step"},
         "first_losses": history[0], "minutes": round(run.seconds() / 60, 1),
+        **started_from,
         **run_facts(device, cpu_mixed=args.bf16),
         "history": history[:: max(1, len(history) // 200)],
     }
