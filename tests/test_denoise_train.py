@@ -271,6 +271,13 @@ def test_init_starts_from_a_trained_network_and_its_card_keeps_that_training(pic
     # another size than the start file's: refused in one line
     assert main([*tiny_training(pictures, iterations=2, val_every=2), "--out", str(tuned),
                  "--init", str(first), "--features", "16"]) == 1
+    # a DnCNN goes on as one, and its fine-tuned file loads
+    blind = tmp_path / "blind.pt"
+    assert main([*tiny_training(pictures, iterations=2, val_every=2), "--out", str(blind),
+                 "--arch", "dncnn"]) == 0
+    assert main([*tiny_training(pictures, iterations=2, val_every=2), "--out", str(tuned),
+                 "--arch", "dncnn", "--init", str(blind)]) == 0
+    assert type(load(str(tuned))[0]).__name__ == "DnCNN"
 
 
 def test_residual_ffdnet_adds_its_layers_answer_to_the_noisy_picture(pictures, tmp_path):
