@@ -45,7 +45,9 @@ def test_at_least_four_light_styles_ship_with_starry_night_and_wave():
         _, info = checkpoint.load(name)
         assert info["style"] == name.removesuffix("-light") + ".jpg"
         assert info["command"].startswith("vidgraph train style")
-        assert info["iterations"] >= 1000 and info["seed"] == 0
+        assert info["iterations"] >= 1000 and isinstance(info["seed"], int)
+        for command in info.get("init", {}).get("commands", []):  # a longer training's start
+            assert command.startswith("vidgraph train style")
 
 
 def test_each_style_paints_the_photo_its_own_way(photo, painted):
