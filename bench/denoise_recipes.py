@@ -2,8 +2,8 @@
 one choice of a base recipe (patch size, noise-level range, noisy patches rounded to 8
 bits or not, learning rate and its schedule, loss, width and depth, residual output), all
 with the same iterations, data and seed; each best checkpoint is then scored on a test
-set as 8-bit noisy files. The table says what a choice is worth for the time it costs, before a long
-run commits to it (plugins/denoise/MODELS.md keeps the results).
+set as 8-bit noisy files. The table says what a choice is worth for the time it costs,
+before a long run commits to it (plugins/denoise/MODELS.md keeps the results).
 
     python bench/denoise_recipes.py ../shared/datasets/denoise/Train400 \\
         --test ../shared/datasets/denoise/BSD68 --channels 1 --iterations 3000
