@@ -87,13 +87,14 @@ def start_from(model: str, built_in: dict[str, Path], architectures: dict[str, A
                what: str, arch: str, asked: dict[str, Any]
                ) -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any]]:
     """The network ``--init MODEL`` starts a fine-tuning from, in train mode; its size
-    (the attributes ``asked`` names, read from the network, since a file's ``arch_args``
-    hold only what its run was given); and what its checkpoint records of its own
-    training (commands, minutes, best step), which a model card adds to the new run's.
-    A size in ``asked`` (None: not asked) or an ``arch`` other than the file's is refused."""
+    (those of the attributes ``asked`` names that its architecture has, read from the
+    network, since a file's ``arch_args`` hold only what its run was given); and what its
+    checkpoint records of its own training (commands, minutes, best step), which a model
+    card adds to the new run's. A size in ``asked`` (None: not asked) that the network
+    has otherwise or not at all, or an ``arch`` other than the file's, is refused."""
     net, file_arch, _, info = load_network(model, built_in, architectures, what)
-    size = {k: getattr(net, k, None) for k in asked}
-    differ = [k for k, v in asked.items() if v is not None and v != size[k]]
+    size = {k: getattr(net, k) for k in asked if hasattr(net, k)}
+    differ = [k for k, v in asked.items() if v is not None and v != size.get(k)]
     if differ or file_arch != arch:
         raise VidgraphError(f"--init {model}: a {file_arch} with {size}, not the "
                             f"--{'/--'.join(differ or ['arch'])} asked for")

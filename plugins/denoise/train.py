@@ -171,9 +171,8 @@ def network(args: argparse.Namespace
         if args.residual:
             arch_args["residual"] = True
         return ARCHITECTURES[args.arch](**arch_args), args.arch, arch_args, {}
-    asked = {"channels": args.channels, "features": args.features, "depth": args.depth}
-    if args.arch == "ffdnet":
-        asked["residual"] = args.residual or None
+    asked = {"channels": args.channels, "features": args.features, "depth": args.depth,
+             "residual": args.residual or None}
     net, size, started = start_from(args.init, built_in_files(WEIGHTS), ARCHITECTURES,
                                     "denoiser", args.arch, asked)
     return net, args.arch, size, {"init": started}

@@ -95,12 +95,12 @@ def network(args: argparse.Namespace
             ) -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any]]:
     """The network to train and its size; with ``--init``, the trained one it starts from
     and what that one's checkpoint records of its own training (``init``)."""
-    extra = "blocks" if args.arch == "johnson" else "scales"
     if args.init:
-        asked = {"width": args.width, extra: getattr(args, extra)}
+        asked = {"width": args.width, "blocks": args.blocks, "scales": args.scales}
         net, size, started = start_from(args.init, built_in_files(checkpoint.WEIGHTS),
                                         ARCHITECTURES, "style", args.arch, asked)
         return net, size, {"init": started}
+    extra = "blocks" if args.arch == "johnson" else "scales"
     arch_args: dict[str, Any] = {"width": args.width}
     if getattr(args, extra):
         arch_args[extra] = getattr(args, extra)
