@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -39,6 +41,38 @@ def vidgraph(*args: str, timeout: float = 120, **kwargs) -> subprocess.Completed
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run([*RUN, *args], capture_output=True, text=True, timeout=timeout,
                           cwd=ROOT, env=env, **kwargs)
+
+
+_spawned: list[subprocess.Popen[str]] = []
+
+
+def spawn_run(*args: str, env: dict[str, str] | None = None,
+              stderr: int = subprocess.PIPE) -> subprocess.Popen[str]:
+    """``vidgraph run ARGS`` in the background, from the repository root, with text pipes
+    for its output. Ctrl+C (``send_signal(SIGINT)``) reaches it alone; whatever it or its
+    children still run when the test ends is killed then (see ``no_process_outlives_its_test``)."""
+    proc = subprocess.Popen([*RUN, "run", *args], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=stderr, start_new_session=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+    _spawned.append(proc)
+    return proc
+
+
+@pytest.fixture(autouse=True)
+def no_process_outlives_its_test() -> Iterator[None]:
+    """Kill the process group of every graph a test left running. A test that fails while
+    one runs (a timeout waiting for it, say) would otherwise leave a realtime encoder
+    behind, and on a 2-core machine each one left makes the next tests slower, until they
+    all time out."""
+    yield
+    while _spawned:
+        proc = _spawned.pop()
+        with contextlib.suppress(ProcessLookupError):  # it, and all it started, had ended
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 @pytest.fixture(scope="session")

@@ -141,7 +141,8 @@ class Camera:
 
 
 class Receiver:
-    """Debian's ffmpeg listening for an RTSP publisher and copying what it gets to a file."""
+    """Debian's ffmpeg listening for an RTSP publisher and copying what it gets to a file,
+    packet by packet (so a test can see the pictures arrive)."""
 
     def __init__(self, output: Path, port: int | None = None) -> None:
         self.port = port or free_port()
@@ -149,7 +150,7 @@ class Receiver:
         self.url = f"rtsp://127.0.0.1:{self.port}/live"
         self.proc = subprocess.Popen(
             ["ffmpeg", "-nostdin", "-v", "error", "-rtsp_flags", "listen", "-listen_timeout",
-             "20", "-i", self.url, "-c", "copy", "-y", str(output)],
+             "20", "-i", self.url, "-c", "copy", "-flush_packets", "1", "-y", str(output)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 10
         while not listening(self.port):
@@ -160,6 +161,10 @@ class Receiver:
     def wait(self, timeout: float) -> int:
         """Wait for ffmpeg to finish (the publisher's TEARDOWN ends it)."""
         return self.proc.wait(timeout)
+
+    def received(self) -> int:
+        """Bytes written to the output so far: none until a publisher has sent pictures."""
+        return self.output.stat().st_size if self.output.exists() else 0
 
     def kill(self) -> None:
         """Stop it, whatever it is doing."""

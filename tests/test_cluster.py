@@ -24,7 +24,7 @@ from pipeline.core.graph import build_graph
 from pipeline.core.registry import Registry
 from plugins.media.clips import make_clip
 
-from .conftest import ROOT, RUN, ffprobe, stream, vidgraph
+from .conftest import ROOT, RUN, ffprobe, spawn_run, stream, vidgraph
 from .live_servers import Camera, wait_for
 
 # -- the assignment ------------------------------------------------------------------------
@@ -197,9 +197,7 @@ def fleet(tmp_path: Path, cameras: Callable[..., Camera],
 
 
 def driver(*args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_DEDUP_LOGS": "0"}
-    return subprocess.Popen([*RUN, "run", *args], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return spawn_run(*args, env={"RAY_DEDUP_LOGS": "0"}, stderr=subprocess.STDOUT)
 
 
 def interrupt(proc: subprocess.Popen[str]) -> tuple[int, str]:

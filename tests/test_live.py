@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import signal
 import subprocess
 import threading
@@ -22,7 +21,7 @@ from pipeline.core.graph import build_graph
 from pipeline.core.registry import Registry
 from pipeline.kit.testing import run_graph
 
-from .conftest import ROOT, RUN, ffprobe, stream
+from .conftest import ROOT, RUN, ffprobe, spawn_run, stream
 from .helpers import Record
 from .live_servers import (
     Broker,
@@ -74,9 +73,7 @@ def event_names(path: Path) -> list[str]:
 
 def spawn(graph_file: Path, *args: str) -> subprocess.Popen[str]:
     """``vidgraph run GRAPH`` as a subprocess (signals go to it alone)."""
-    return subprocess.Popen([*RUN, "run", str(graph_file), *args], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return spawn_run(str(graph_file), *args)
 
 
 def camera_graph(url: str, tmp_path: Path, **source: Any) -> Path:
@@ -385,11 +382,14 @@ def test_rtsp_output_publishes_again_when_the_receiver_comes_back(tmp_path: Path
     proc = spawn(graph, "-q")
     second = None
     try:
-        time.sleep(2)
+        # waits, not sleeps: on a busy machine the graph takes seconds just to start
+        wait_for(first.received, 30, "the first receiver's pictures")
+        time.sleep(1)
         first.kill()  # the server goes away mid-stream
         time.sleep(1)
         second = Receiver(tmp_path / "second.mkv", port=first.port)
-        time.sleep(3)
+        wait_for(second.received, 30, "the second receiver's pictures")
+        time.sleep(2)
         code, err = interrupt(proc)
         second.wait(15)
     finally:

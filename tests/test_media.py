@@ -17,7 +17,7 @@ import pytest
 from pipeline.core.executor import RunStatus
 from pipeline.kit.testing import run_graph
 
-from .conftest import ROOT, RUN, ffprobe, stream, vidgraph
+from .conftest import ffprobe, spawn_run, stream, vidgraph
 
 
 def transcode(src: Path, dst: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -165,8 +165,7 @@ def test_corrupt_data_is_skipped_and_output_playable(long_clip: Path, tmp_path: 
 
 
 def interrupted_run(graph: Path, signals: int, tmp_path: Path) -> subprocess.CompletedProcess:
-    proc = subprocess.Popen([*RUN, "run", str(graph)], cwd=ROOT, stderr=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
+    proc = spawn_run(str(graph))
     out = tmp_path / "live.mp4"
     deadline = time.monotonic() + 30
     while not (out.exists() and out.stat().st_size > 0) and time.monotonic() < deadline:

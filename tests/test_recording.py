@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -26,7 +27,7 @@ from pipeline.core.executor import Executor
 from pipeline.core.graph import build_graph
 from pipeline.core.registry import Registry
 
-from .conftest import ROOT, RUN, ffprobe, stream
+from .conftest import ffprobe, spawn_run, stream
 from .live_servers import Camera, has_gstreamer, need
 
 SECONDS = 60
@@ -67,17 +68,20 @@ def test_four_cameras_recorded_by_copy_keep_every_frame_on_a_busy_machine(
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
     witnesses = [subprocess.Popen(
         ["ffmpeg", "-v", "error", "-rtsp_transport", "tcp", "-i", camera.url, "-c", "copy",
-         "-an", "-y", str(tmp_path / f"witness{i}.mkv")], stdin=subprocess.PIPE)
+         "-an", "-y", str(tmp_path / f"witness{i}.mkv")], stdin=subprocess.DEVNULL)
         for i, camera in enumerate(cameras)]
     stats = tmp_path / "stats.json"
     try:
-        proc = subprocess.Popen([*RUN, "run", str(graph), "-q", "--stats", str(stats)],
-                                cwd=ROOT, stderr=subprocess.PIPE, text=True)
+        proc = spawn_run(str(graph), "-q", "--stats", str(stats))
         time.sleep(SECONDS)
-        proc.send_signal(2)  # Ctrl+C: sources stop, everything drains, files finalised
+        proc.send_signal(signal.SIGINT)  # Ctrl+C: sources stop, everything drains, files finalised
         _, err = proc.communicate(timeout=60)
         for witness in witnesses:
-            witness.communicate(b"q", timeout=30)  # ffmpeg's own way to stop and finish
+            # ffmpeg finishes its file on Ctrl+C too, and unlike its "q" key, the signal
+            # also ends a read that waits on a camera starved by the busy machine
+            witness.send_signal(signal.SIGINT)
+        for witness in witnesses:
+            witness.wait(timeout=30)
     finally:
         for process in (*hogs, *witnesses):
             process.kill()
