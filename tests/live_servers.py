@@ -52,15 +52,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def listening(port: int) -> bool:
-    """Whether something listens on 127.0.0.1:port, read from /proc/net/tcp (a probing
+ESTABLISHED, LISTEN = "01", "0A"  # TCP states as /proc/net/tcp writes them
+
+
+def tcp_states(port: int) -> set[str]:
+    """The states of the sockets on 127.0.0.1:port, read from /proc/net/tcp (a probing
     connection would count as a client to ffmpeg's one-shot listener)."""
     local = f"0100007F:{port:04X}"
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields[1] == local and fields[3] == "0A":
-            return True
-    return False
+    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return {fields[3] for fields in map(str.split, lines) if fields[1] == local}
+
+
+def listening(port: int) -> bool:
+    """Whether something listens on 127.0.0.1:port."""
+    return LISTEN in tcp_states(port)
 
 
 class Camera:
@@ -153,8 +158,11 @@ class Receiver:
              "20", "-i", self.url, "-c", "copy", "-flush_packets", "1", "-y", str(output)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 10
-        while not listening(self.port):
+        # a publisher already retrying may connect between two looks: ffmpeg then has
+        # stopped listening, and has its client
+        while not tcp_states(self.port) & {LISTEN, ESTABLISHED}:
             if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
                 raise RuntimeError(f"ffmpeg did not listen: {self.proc.stderr.read()}")
             time.sleep(0.05)
 
