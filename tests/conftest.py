@@ -51,8 +51,11 @@ def spawn_run(*args: str, env: dict[str, str] | None = None,
     """``vidgraph run ARGS`` in the background, from the repository root, with text pipes
     for its output. Ctrl+C (``send_signal(SIGINT)``) reaches it alone; whatever it or its
     children still run when the test ends is killed then (see ``no_process_outlives_its_test``)."""
+    # its own process group, for that kill, but not its own session: with the kernel's
+    # autogroup scheduling a session is a group that gets an equal share of the CPU, which
+    # would change what "a busy machine" means to the tests that make one
     proc = subprocess.Popen([*RUN, "run", *args], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=stderr, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=stderr, process_group=0,
                             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     _spawned.append(proc)
     return proc
