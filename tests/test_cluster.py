@@ -362,14 +362,10 @@ def test_a_batch_of_files_survives_a_killed_worker_and_names_the_corrupt_one(
     proc = driver(str(graph), "--cluster", "ray:local", "--workers", "2",
                   "--inputs", str(films / "*.mp4"), "--set", f"out.path={out}/{{stem}}.mp4",
                   "--stats", str(tmp_path / "stats.json"))
-    try:
-        wait_for(lambda: list(out.glob(".*.part-*.mp4")), 60, "a file being written")
-        busy = wait_for(lambda: worker_pids("ray::FileWorker.run_task"), 10, "a busy worker")
-        os.kill(busy[0], signal.SIGKILL)
-        printed, _ = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    wait_for(lambda: list(out.glob(".*.part-*.mp4")), 60, "a file being written")
+    busy = wait_for(lambda: worker_pids("ray::FileWorker.run_task"), 10, "a busy worker")
+    os.kill(busy[0], signal.SIGKILL)
+    printed, _ = proc.communicate(timeout=180)
     assert proc.returncode == 1, printed
     assert f"error: {films / 'broken.mp4'}: " in printed
     assert "died running" in printed

@@ -115,8 +115,6 @@ def test_the_last_will_says_offline_after_kill_9(broker: Broker, tmp_path: Path)
                  "the last will")
     finally:
         listener.stop()
-        if proc.poll() is None:
-            proc.kill()
 
 
 def test_credentials_a_wrong_password_is_one_line_and_never_shown(tmp_path: Path) -> None:
