@@ -78,3 +78,40 @@ def test_median_of_the_flat_half_is_torch_s_median_of_the_masked_entries() -> No
     assert torch.equal(flat_median(values, chosen), expected)
     with tensor_code():  # the GPU's way: no indexing by the mask
         assert torch.equal(flat_median(values, chosen), expected)
+
+
+def test_a_deepened_ffdnet_answers_as_before_and_is_laid_out_as_a_deeper_one():
+    """Net2DeeperNet on the shipped gray-light (8 layers) and a real picture: the new
+    identity blocks change no answer in eval mode, and in training mode (batch statistics)
+    they undo their own normalisation, so a fine-tuning starts where the network was."""
+    import copy
+    import math
+
+    from skimage import data
+
+    from plugins.denoise.apply import load
+
+    net, _ = load("gray-light")
+    clean = torch.from_numpy(data.camera()).float()[None, None] / 255
+    noisy = gaussian(clean, 25.0, torch.Generator().manual_seed(1))
+    crops = torch.cat([noisy[..., y:y + 64, x:x + 64] for y in (0, 200, 400)
+                       for x in (0, 200, 400)])
+    levels = torch.linspace(5, 75, len(crops)).view(-1, 1, 1, 1).expand(-1, 1, 64, 64)
+    original = copy.deepcopy(net)
+    net.deepen(11, crops, levels)
+    fresh = FFDNet(1, features=32, depth=11).state_dict()
+    assert net.depth == 11
+    assert {k: v.shape for k, v in net.state_dict().items()} == {
+        k: v.shape for k, v in fresh.items()}
+    with torch.no_grad():
+        assert torch.allclose(net.eval()(noisy, 25.0), original(noisy, 25.0), atol=1e-5)
+        grown, was = net.train()(crops, levels), original.train()(crops, levels)
+    clean_crops = torch.cat([clean[..., y:y + 64, x:x + 64] for y in (0, 200, 400)
+                             for x in (0, 200, 400)])
+
+    def psnr(out: torch.Tensor) -> float:
+        return -10 * math.log10(float(((out.clamp(0, 1) - clean_crops) ** 2).mean()))
+
+    assert abs(psnr(grown) - psnr(was)) < 0.05
+    with pytest.raises(ValueError, match="has 11"):
+        net.deepen(11, crops, levels)

@@ -1,6 +1,7 @@
 """`vidgraph train denoise` and `vidgraph eval denoise` on real pictures, and the denoise
 node (gray model on colour frames, tiles without seams)."""
 
+import json
 import math
 from pathlib import Path
 
@@ -296,3 +297,40 @@ def test_residual_ffdnet_adds_its_layers_answer_to_the_noisy_picture(pictures, t
     assert model.residual and torch.load(out)["arch_args"]["residual"] is True
     assert main([*tiny_training(pictures, iterations=3, val_every=3), "--out", str(out),
                  "--arch", "dncnn", "--residual"]) == 1
+
+
+def test_init_with_more_depth_grows_the_network_and_the_card_says_so(pictures, tmp_path):
+    first = tmp_path / "first.pt"
+    assert main([*tiny_training(pictures, iterations=3, val_every=3), "--out", str(first)]
+                ) == 0
+    grown = tmp_path / "grown.pt"
+    # a rate of zero: the grown network's first layers are the start file's
+    assert main([*tiny_training(pictures, iterations=2, val_every=2), "--out", str(grown),
+                 "--init", str(first), "--depth", "6", "--lr", "0", "--schedule",
+                 "constant"]) == 0
+    start, end = torch.load(first)["state_dict"], torch.load(grown)["state_dict"]
+    assert torch.equal(start["body.0.weight"], end["body.0.weight"])
+    assert end["body.5.weight"].shape == (8, 8, 3, 3)  # a new middle block's conv
+    net, info = load(str(grown))
+    assert net.depth == 6 and len(net.body) == 3 * 6 - 3
+    assert info["init"]["grown_from_depth"] == 3
+    assert torch.load(grown)["arch_args"]["depth"] == 6
+    # fewer layers than the start file's: refused in one line
+    assert main([*tiny_training(pictures, iterations=2, val_every=2), "--out", str(grown),
+                 "--init", str(first), "--depth", "2"]) == 1
+
+
+def test_eval_scores_a_model_averaged_over_its_views_beside_it(tmp_path, capsys):
+    from skimage import data
+
+    folder = tmp_path / "two"
+    folder.mkdir()
+    for name in ("camera", "moon"):
+        cv2.imwrite(str(folder / f"{name}.png"), getattr(data, name)()[:160, :200])
+    rows = tmp_path / "rows.json"
+    assert main(["eval", "denoise", "--data", str(folder), "--sigma", "25", "--model",
+                 "gray-light", "--views", "8", "--baselines", "none", "--json", str(rows)]) == 0
+    scores = {row["method"]: row["psnr"] for row in json.loads(rows.read_text())}
+    assert set(scores) == {"noisy input", "gray-light", "gray-light, 8 views"}
+    assert scores["gray-light, 8 views"] > scores["gray-light"] + 0.05
+    capsys.readouterr()

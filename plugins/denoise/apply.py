@@ -1,5 +1,6 @@
 """Running a denoiser on real pictures: built-in models, gray models on colour frames
-(the luma is denoised), large frames in overlapping tiles without seams."""
+(the luma is denoised), large frames in overlapping tiles without seams, and the average
+over turned and mirrored copies (self-ensemble)."""
 
 from __future__ import annotations
 
@@ -67,12 +68,46 @@ def tiled(net: nn.Module, x: torch.Tensor, sigma: torch.Tensor | float, tile: in
     return out / total
 
 
+#: the turns (quarter turns, mirrored) of self-ensemble, in the order ``views`` takes them:
+#: 2 mirrors, 4 adds the half turn (neither swaps height and width), 8 is all of them
+TURNS = [(0, False), (0, True), (2, False), (2, True),
+         (1, False), (1, True), (3, False), (3, True)]
+VIEWS = (1, 2, 4, 8)
+
+
+def _turned(x: torch.Tensor, quarters: int, mirrored: bool) -> torch.Tensor:
+    x = torch.rot90(x, quarters, (-2, -1))
+    return x.flip(-1) if mirrored else x
+
+
+def _unturned(x: torch.Tensor, quarters: int, mirrored: bool) -> torch.Tensor:
+    return torch.rot90(x.flip(-1) if mirrored else x, -quarters, (-2, -1))
+
+
+def viewed(net: nn.Module, x: torch.Tensor, sigma: torch.Tensor | float, tile: int | None,
+           views: int = 1) -> torch.Tensor:
+    """``tiled(net, x, sigma, tile)`` averaged over ``views`` (1, 2, 4 or 8) turned and
+    mirrored copies of the pictures, each turned back (self-ensemble: Timofte, Rothe and
+    Van Gool 2016). A denoiser's errors differ from copy to copy, so the average is
+    closer to the clean picture, for ``views`` times the work."""
+    if views not in VIEWS:
+        raise ValueError(f"views {views}: one of {', '.join(map(str, VIEWS))}")
+    total = torch.zeros_like(x)
+    for quarters, mirrored in TURNS[:views]:
+        level = (_turned(sigma, quarters, mirrored)
+                 if isinstance(sigma, torch.Tensor) and sigma.ndim == 4 else sigma)
+        answer = tiled(net, _turned(x, quarters, mirrored), level, tile)
+        total += _unturned(answer, quarters, mirrored)
+    return total / views
+
+
 def denoise_rgb(net: nn.Module, rgb: torch.Tensor, sigma: torch.Tensor | float,
-                tile: int | None) -> torch.Tensor:
+                tile: int | None, views: int = 1) -> torch.Tensor:
     """Denoised RGB pictures (N, 3, H, W, 0..1): a colour model sees all three channels;
-    a gray one sees the luma, and the chroma (differences to the luma) is kept."""
+    a gray one sees the luma, and the chroma (differences to the luma) is kept. ``views``:
+    see :func:`viewed`."""
     channels = getattr(net, "channels", 3)
     if channels == 3:
-        return tiled(net, rgb, sigma, tile)
+        return viewed(net, rgb, sigma, tile, views)
     gray = luma(rgb)
-    return rgb - gray + tiled(net, gray, sigma, tile)
+    return rgb - gray + viewed(net, gray, sigma, tile, views)

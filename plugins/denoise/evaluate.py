@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from pipeline.core.errors import VidgraphError
 
-from .apply import load, tiled
+from .apply import VIEWS, load, viewed
 from .noise import gaussian, quantize
 from .train import psnr, read_pictures
 
@@ -90,14 +90,16 @@ def noisy_picture(clean: torch.Tensor, sigma: float, seed: int, kind: str) -> to
     return quantize(noisy) if kind == "8bit" else noisy
 
 
-def model_method(name: str, device: torch.device, tile: int | None) -> Method:
-    """A trained model (built-in name or checkpoint) as a method."""
+def model_method(name: str, device: torch.device, tile: int | None, views: int = 1
+                 ) -> Method:
+    """A trained model (built-in name or checkpoint) as a method (``views``: see
+    :func:`~plugins.denoise.apply.viewed`)."""
     net, _ = load(name)
     net.to(device)
 
     @torch.no_grad()
     def run(noisy: torch.Tensor, sigma: float) -> torch.Tensor:
-        return tiled(net, noisy[None].to(device), sigma, tile)[0].float().cpu()
+        return viewed(net, noisy[None].to(device), sigma, tile, views)[0].float().cpu()
 
     return run
 
@@ -117,6 +119,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="8bit: noisy pictures rounded and clipped to 0-255 (default); "
                         "float: neither, as in the published benchmarks")
     parser.add_argument("--tile", type=int, help="run models in tiles of this side")
+    parser.add_argument("--views", type=int, choices=VIEWS, action="append",
+                        help="also score each model averaged over this many turned and "
+                        "mirrored copies (self-ensemble; repeatable)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", help="also write the table here")
 
@@ -129,8 +134,13 @@ def main(args: argparse.Namespace) -> int:
         raise VidgraphError(f"--sigma '{args.sigma}': comma-separated numbers") from exc
     pictures = read_pictures([args.data], args.channels)
     device = torch.device(args.device)
-    methods: dict[str, Method] = {name: model_method(name, device, args.tile)
-                                  for name in args.model}
+    methods: dict[str, Method] = {}
+    for name in args.model:
+        methods[name] = model_method(name, device, args.tile)
+        for views in args.views or []:
+            if views > 1:
+                methods[f"{name}, {views} views"] = model_method(name, device, args.tile,
+                                                                 views)
     baselines = set(args.baselines.split(","))
     if "nlm" in baselines:
         methods["non-local means (OpenCV)"] = non_local_means

@@ -7,6 +7,8 @@ DnCNN, a blind residual network, ignores it.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -50,17 +52,51 @@ class FFDNet(nn.Module):
         self.depth = depth or (15 if channels == 1 else 12)
         self.body = _stack(4 * channels + 1, self.features, 4 * channels, self.depth, True)
 
-    def forward(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
-        """Denoised pictures, the same shape as ``x``."""
+    def _body_input(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
+        """The four half-resolution sub-images and the half-resolution noise map."""
         height, width = x.shape[-2:]
         both = torch.cat([x, sigma_map(sigma, x)], 1)
         both = F.pad(both, (0, width % 2, 0, height % 2), mode="replicate")
         padded, level = both[:, :-1], both[:, -1:]
-        small = F.pixel_unshuffle(padded, 2)
-        half_level = F.avg_pool2d(level, 2)
-        out = F.pixel_shuffle(self.body(torch.cat([small, half_level], 1)), 2)
+        return torch.cat([F.pixel_unshuffle(padded, 2), F.avg_pool2d(level, 2)], 1)
+
+    def forward(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
+        """Denoised pictures, the same shape as ``x``."""
+        height, width = x.shape[-2:]
+        out = F.pixel_shuffle(self.body(self._body_input(x, sigma)), 2)
         out = out[..., :height, :width]
         return x + out if self.residual else out
+
+    @torch.no_grad()
+    def deepen(self, depth: int, x: torch.Tensor, sigma: float | torch.Tensor) -> None:
+        """Grow to ``depth`` layers by inserting conv+BN+ReLU blocks in the middle that
+        pass their input through (Net2DeeperNet: Chen, Goodfellow and Shlens 2016), so a
+        trained network keeps its answers and training goes on with more layers; the
+        layout is then that of a network built with ``depth``. Each new block's conv is
+        the identity and its batch norm undoes itself: its scale and shift are the
+        standard deviation and mean of the activations it gets as training sees them
+        (batch statistics), measured on ``x`` at noise levels ``sigma``, a training
+        batch. (In eval mode the new blocks pass their input through exactly.)"""
+        if depth <= self.depth:
+            raise ValueError(f"deepen to {depth} layers: the network has {self.depth}")
+        at = 2 + 3 * ((self.depth - 2) // 2)
+        # a copy, since batch norm in training mode updates its running statistics
+        probe = copy.deepcopy(self.body[:at]).train()
+        seen = probe(self._body_input(x, sigma))
+        mean, var = seen.mean((0, 2, 3)), seen.var((0, 2, 3), unbiased=False)
+        added: list[nn.Module] = []
+        for _ in range(depth - self.depth):
+            conv = nn.Conv2d(self.features, self.features, 3, padding=1, bias=False)
+            conv.weight.zero_()
+            conv.weight[:, :, 1, 1] = torch.eye(self.features)
+            norm = nn.BatchNorm2d(self.features)
+            norm.running_mean, norm.running_var = mean.clone(), var.clone()
+            norm.weight.copy_((var + norm.eps).sqrt())
+            norm.bias.copy_(mean)
+            added += [conv, norm, nn.ReLU(True)]
+        layers = list(self.body)
+        self.body = nn.Sequential(*layers[:at], *added, *layers[at:]).to(x.device)
+        self.depth = depth
 
 
 class DnCNN(nn.Module):

@@ -131,6 +131,9 @@ class DenoiseParams(CompileParams):
     tile: int | None = Field(None, ge=64, description="process in overlapping tiles of "
                              "this side (large frames, little memory); no seams")
     half: bool = Field(False, description="fp16 on CUDA")
+    views: Literal[1, 2, 4, 8] = Field(1, description="self-ensemble: average the model's "
+                                       "answers on this many turned and mirrored copies "
+                                       "of each frame (better, and that many times the work)")
     split: float | None = Field(None, gt=0, lt=1, description="before/after view: keep the "
                                 "input left of this fraction of the width, a line between")
 
@@ -185,7 +188,8 @@ class Denoise(Stage):
             if gray:  # the luma of three channels with independent noise sigma carries
                 # 0.668 sigma; of a gray picture (one noise in all three), all of it
                 sigma = sigma * torch.where(gray_pictures(small), 1.0, LUMA_NOISE)
-        clean = denoise_rgb(self.net, small.to(self.dtype), sigma.to(self.dtype), p.tile)
+        clean = denoise_rgb(self.net, small.to(self.dtype), sigma.to(self.dtype), p.tile,
+                            p.views)
         clean = clean.float()
         if clean.shape[-2:] != (height, width):
             clean = x + F.interpolate(clean - small, size=(height, width), mode="bilinear",

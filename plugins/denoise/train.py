@@ -13,8 +13,9 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -37,7 +38,7 @@ from pipeline.kit.training import (
 from pipeline.kit.weights import built_in_files, save_network, start_from
 
 from .apply import WEIGHTS
-from .model import ARCHITECTURES
+from .model import ARCHITECTURES, FFDNet
 from .noise import camera, gaussian, quantize, to_linear, to_srgb
 
 PICTURES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
@@ -49,7 +50,8 @@ def charbonnier(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 #: training losses by ``--loss`` name
-LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss, "charbonnier": charbonnier}
+LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "mse": F.mse_loss, "l1": F.l1_loss, "charbonnier": charbonnier}
 #: options this trainer gained after the first long runs, as those runs trained (and
 #: their defaults)
 ADDED_OPTIONS: dict[str, Any] = {"loss": "mse", "schedule": "cosine", "quantize": False,
@@ -64,7 +66,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channels", type=int, choices=(1, 3), default=3,
                         help="1: gray model, 3: colour model")
     parser.add_argument("--features", type=int, help="channels per layer (light: 32)")
-    parser.add_argument("--depth", type=int, help="layers")
+    parser.add_argument("--depth", type=int, help="layers (ffdnet with --init: more than "
+                        "the network has grows it by layers that start as the identity)")
     parser.add_argument("--residual", action="store_true",
                         help="ffdnet: the layers learn the correction to the noisy picture "
                         "(as DnCNN's do) rather than the clean picture")
@@ -157,11 +160,13 @@ def noisy_batch(clean: torch.Tensor, args: argparse.Namespace, generator: torch.
     return quantize(noisy) if args.quantize else noisy, level
 
 
-def network(args: argparse.Namespace
+def network(args: argparse.Namespace, train: list[torch.Tensor]
             ) -> tuple[torch.nn.Module, str, dict[str, Any], dict[str, Any]]:
     """The network to train, its architecture and size, and (with ``--init``) what the
     checkpoint it starts from records of its own training (``init``: its commands and
-    minutes, which a model card adds to this run's)."""
+    minutes, which a model card adds to this run's). An FFDNet given ``--init`` and a
+    greater ``--depth`` grows to it (:meth:`FFDNet.deepen`, measured on a batch of the
+    ``train`` pictures drawn apart from the run's own random streams)."""
     if not args.init:
         arch_args: dict[str, Any] = {"channels": args.channels}
         if args.features:
@@ -171,10 +176,20 @@ def network(args: argparse.Namespace
         if args.residual:
             arch_args["residual"] = True
         return ARCHITECTURES[args.arch](**arch_args), args.arch, arch_args, {}
-    asked = {"channels": args.channels, "features": args.features, "depth": args.depth,
-             "residual": args.residual or None}
+    grow = args.depth if args.arch == "ffdnet" else None
+    asked = {"channels": args.channels, "features": args.features,
+             "depth": None if grow else args.depth, "residual": args.residual or None}
     net, size, started = start_from(args.init, built_in_files(WEIGHTS), ARCHITECTURES,
                                     "denoiser", args.arch, asked)
+    if grow and grow != size["depth"]:
+        if grow < size["depth"]:
+            raise VidgraphError(f"--depth {grow}: --init {args.init} has {size['depth']} "
+                                "layers, and a network can grow but not shrink")
+        clean = patches(train, args.batch_size, args.patch,
+                        np.random.default_rng(args.seed + 1))
+        noisy, level = noisy_batch(clean, args, torch.Generator().manual_seed(args.seed + 1))
+        cast(FFDNet, net).deepen(grow, noisy, level)
+        started["grown_from_depth"], size["depth"] = size["depth"], grow
     return net, args.arch, size, {"init": started}
 
 
@@ -197,7 +212,7 @@ def main(args: argparse.Namespace) -> int:
     order = rng.permutation(len(pictures))
     held = [pictures[i] for i in order[:args.holdout]]
     train = [pictures[i] for i in order[args.holdout:]] or held
-    net, arch, arch_args, started_from = network(args)
+    net, arch, arch_args, started_from = network(args, train)
     net = net.to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=args.lr)
     scheduler = schedule(optimizer, args.iterations, max(1, args.iterations // 100),
