@@ -48,13 +48,19 @@ _spawned: list[subprocess.Popen[str]] = []
 
 def spawn_run(*args: str, env: dict[str, str] | None = None,
               stderr: int = subprocess.PIPE) -> subprocess.Popen[str]:
-    """``vidgraph run ARGS`` in the background, from the repository root, with text pipes
+    """``vidgraph run ARGS`` in the background: see :func:`spawn_vidgraph`."""
+    return spawn_vidgraph("run", *args, env=env, stderr=stderr)
+
+
+def spawn_vidgraph(*args: str, env: dict[str, str] | None = None,
+                   stderr: int = subprocess.PIPE) -> subprocess.Popen[str]:
+    """``vidgraph ARGS`` in the background, from the repository root, with text pipes
     for its output. Ctrl+C (``send_signal(SIGINT)``) reaches it alone; whatever it or its
     children still run when the test ends is killed then (see ``no_process_outlives_its_test``)."""
     # its own process group, for that kill, but not its own session: with the kernel's
     # autogroup scheduling a session is a group that gets an equal share of the CPU, which
     # would change what "a busy machine" means to the tests that make one
-    proc = subprocess.Popen([*RUN, "run", *args], cwd=ROOT, text=True,
+    proc = subprocess.Popen([*RUN, *args], cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=stderr, process_group=0,
                             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     _spawned.append(proc)

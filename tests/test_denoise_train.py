@@ -3,6 +3,8 @@ node (gray model on colour frames, tiles without seams)."""
 
 import json
 import math
+import signal
+import time
 from pathlib import Path
 
 import cv2
@@ -16,6 +18,8 @@ from pipeline.kit.training import native_bf16
 from plugins.denoise.apply import load, tiled
 from plugins.denoise.evaluate import ssim
 from plugins.denoise.noise import gaussian
+
+from .conftest import spawn_vidgraph
 
 GRAY = ["camera", "moon", "page", "coins", "text", "astronaut", "coffee", "chelsea"]
 
@@ -334,3 +338,29 @@ def test_eval_scores_a_model_averaged_over_its_views_beside_it(tmp_path, capsys)
     assert set(scores) == {"noisy input", "gray-light", "gray-light, 8 views"}
     assert scores["gray-light, 8 views"] > scores["gray-light"] + 0.05
     capsys.readouterr()
+
+
+def test_ctrl_c_stops_at_a_step_and_the_run_resumes_bit_for_bit(pictures, tmp_path):
+    """A long run given Ctrl+C writes its resumable state at the next step boundary and
+    exits 130; resumed for 5 steps, it holds what 5 more steps in one go would."""
+    common = tiny_training(pictures, iterations=100_000, val_every=20)
+    out = tmp_path / "stopped.pt"
+    proc = spawn_vidgraph(*common, "--out", str(out))
+    deadline = time.monotonic() + 60
+    while not out.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # the first held-out check writes the best weights
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "SIGINT: stopping after this step" in stderr
+    state = out.with_suffix(".state.pt")
+    steps = torch.load(state, weights_only=False)["kept"]["step"]
+    assert 20 <= steps < 100_000 and f"stopped at step {steps} of 100000" in stderr
+    assert main([*common, "--out", str(out), "--resume", str(state), "--chunk", "5"]) == 0
+    whole = tmp_path / "whole.pt"
+    assert main([*common, "--out", str(whole), "--chunk", str(steps + 5)]) == 0
+    one = torch.load(whole.with_suffix(".state.pt"), weights_only=False)
+    resumed = torch.load(state, weights_only=False)
+    assert resumed["kept"]["step"] == one["kept"]["step"] == steps + 5
+    for name, tensor in one["parts"]["net"].items():
+        assert torch.equal(tensor, resumed["parts"]["net"][name]), name

@@ -60,3 +60,24 @@ def test_constant_schedule_keeps_the_rate_and_unknown_kinds_are_refused():
     assert rates[0] == pytest.approx(0.1) and set(rates[9:]) == {1.0}
     with pytest.raises(VidgraphError, match="schedule 'linear'"):
         rates_of("linear")
+
+
+def test_a_signal_makes_a_run_due_once_and_the_handlers_come_back(tmp_path):
+    """SIGTERM (as a scheduler sends) inside ``stopping_on_signals`` ends the run at its
+    next step boundary, with the shell's status for it; outside, signals are handled as
+    before."""
+    import argparse
+    import os
+    import signal
+
+    from pipeline.kit.training import Resumable
+
+    args = argparse.Namespace(state=None, time_budget=None, chunk=None, resume=None)
+    run = Resumable(args, tmp_path / "out.pt")
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    with run.stopping_on_signals():
+        assert not run.due()
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert run.due() and run.exit_status() == 128 + signal.SIGTERM
+        assert signal.getsignal(signal.SIGTERM) == before[0]  # a second one: as before
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before

@@ -16,8 +16,11 @@ import os
 import platform
 import random
 import shlex
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
@@ -187,6 +190,8 @@ class Resumable:
         self.before_s = 0.0  #: training time spent by the runs this one resumes
         #: the command of every run of this training, the first and each resumption
         self.commands = [command_line(args)]
+        #: the signal that asked this run to stop (see :meth:`stopping_on_signals`)
+        self.signalled: signal.Signals | None = None
 
     def options(self) -> dict[str, Any]:
         """The options that must match between a run and its resumption."""
@@ -226,11 +231,43 @@ class Resumable:
         """One more training step done."""
         self.steps_now += 1
 
+    @contextlib.contextmanager
+    def stopping_on_signals(self) -> Iterator[None]:
+        """Within it, Ctrl+C (SIGINT) or SIGTERM makes :meth:`due` true: the run stops at
+        the next step boundary and writes its state, as at the end of a budget, rather
+        than losing the steps since its start. A second signal gets the handling it had
+        before (Ctrl+C: at once). Only the main thread can take signals; elsewhere this
+        does nothing."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def stop(number: int, _frame: object) -> None:
+            self.signalled = signal.Signals(number)
+            signal.signal(number, before[self.signalled])
+            print(f"\n{self.signalled.name}: stopping after this step and writing "
+                  f"{self.path} (again to stop at once)", file=sys.stderr)
+
+        before = {number: signal.signal(number, stop)
+                  for number in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for number, handler in before.items():
+                signal.signal(number, handler)
+
     def due(self) -> bool:
-        """Whether this run has used its budget (of time, or of steps) and should stop."""
+        """Whether this run has used its budget (of time, or of steps) or was asked to
+        stop by a signal, and should stop."""
         budget = self.args.time_budget
-        return (self.args.chunk is not None and self.steps_now >= self.args.chunk) or (
+        return self.signalled is not None or (
+            self.args.chunk is not None and self.steps_now >= self.args.chunk) or (
             budget is not None and time.monotonic() - self.started >= budget * 60)
+
+    def exit_status(self) -> int:
+        """What the command returns when it stops before its end: 0 for a budget, the
+        shell's 128 + N for signal N (130 for Ctrl+C), so a script of chunks stops too."""
+        return 0 if self.signalled is None else 128 + int(self.signalled)
 
     def seconds(self) -> float:
         """Training time so far, over every run of this training."""

@@ -246,29 +246,30 @@ def main(args: argparse.Namespace) -> int:
     bar = ProgressBar(args.iterations - kept["step"], "train",
                       every=max(1, args.iterations // 50))
     step = kept["step"]
-    while step < args.iterations:
-        step += 1
-        net.train()
-        clean = patches(train, args.batch_size, args.patch, rng).to(device)
-        noisy, level = noisy_batch(clean, args, generator)
-        with autocast(device, cpu=args.bf16):
-            loss = loss_of(net(noisy, level).float(), clean)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        bar.update(loss=loss.item())
-        if step % args.val_every == 0 or step == args.iterations:
-            score = validate(net, val_noisy, val_clean)
-            history.append({"step": step, "loss": loss.item(), "val_psnr_25": score})
-            if score > best:
-                best = score
-                info.update(best_step=step, val_psnr_25=score, history=history,
-                            minutes=round(run.seconds() / 60, 1))
-                save_network(out, net, arch, arch_args, info)
-        run.stepped()
-        if step < args.iterations and run.due():
-            break
+    with run.stopping_on_signals():
+        while step < args.iterations:
+            step += 1
+            net.train()
+            clean = patches(train, args.batch_size, args.patch, rng).to(device)
+            noisy, level = noisy_batch(clean, args, generator)
+            with autocast(device, cpu=args.bf16):
+                loss = loss_of(net(noisy, level).float(), clean)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            bar.update(loss=loss.item())
+            if step % args.val_every == 0 or step == args.iterations:
+                score = validate(net, val_noisy, val_clean)
+                history.append({"step": step, "loss": loss.item(), "val_psnr_25": score})
+                if score > best:
+                    best = score
+                    info.update(best_step=step, val_psnr_25=score, history=history,
+                                minutes=round(run.seconds() / 60, 1))
+                    save_network(out, net, arch, arch_args, info)
+            run.stepped()
+            if step < args.iterations and run.due():
+                break
     bar.close()
     state = run.save(parts, rng, generator,
                      {"step": step, "best": best, "history": history, "info": info})
@@ -276,7 +277,7 @@ def main(args: argparse.Namespace) -> int:
     if step < args.iterations:
         print(f"stopped at step {step} of {args.iterations}: go on with --resume {state}",
               file=sys.stderr)
-        return 0
+        return run.exit_status()
     print(f"saved {out}: held-out PSNR {best:.2f} dB at sigma 25 (step {info['best_step']}); "
           f"{run.seconds() / 60:.1f} min of training", file=sys.stderr)
     return 0

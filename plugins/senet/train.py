@@ -132,9 +132,10 @@ def main(args: argparse.Namespace) -> int:
         model.save(out)
 
     run = Resumable(args, out)
-    fitted = _fit(model, train, choose, crop, args, device, generator, keep, run)
+    with run.stopping_on_signals():
+        fitted = _fit(model, train, choose, crop, args, device, generator, keep, run)
     if fitted is None:
-        return 0
+        return run.exit_status()
     best, history = fitted
     net.load_state_dict(best["state"])
     info.update(best_epoch=best["epoch"], choose_accuracy=best["accuracy"], history=history,

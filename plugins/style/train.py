@@ -216,28 +216,30 @@ def main(args: argparse.Namespace) -> int:
     history: list[dict[str, float]] = kept["history"]
     step = kept["step"]
     bar = ProgressBar(args.iterations - step, "train", every=max(1, args.iterations // 20))
-    while step < args.iterations:
-        step += 1
-        net.train()
-        x = sample(pictures, args.batch_size, args.size, rng).to(device)
-        with autocast(device, cpu=args.bf16):
-            y = net(x)
-            losses = dict(loss_fn(y.float(), x))
-            if args.temporal_weight:
-                losses["temporal"] = stability_loss(net, x, y, rng)
-        total = sum(weights[k] * v.float() for k, v in losses.items())
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
-        scheduler.step()
-        figures = {k: v.item() for k, v in losses.items()}
-        history.append({"step": step, **figures})
-        bar.update(**figures)
-        if args.preview_every and (step % args.preview_every == 0 or step == args.iterations):
-            _write_preview(net, preview, out.with_suffix(".preview.png"))
-        run.stepped()
-        if step < args.iterations and run.due():
-            break
+    with run.stopping_on_signals():
+        while step < args.iterations:
+            step += 1
+            net.train()
+            x = sample(pictures, args.batch_size, args.size, rng).to(device)
+            with autocast(device, cpu=args.bf16):
+                y = net(x)
+                losses = dict(loss_fn(y.float(), x))
+                if args.temporal_weight:
+                    losses["temporal"] = stability_loss(net, x, y, rng)
+            total = sum(weights[k] * v.float() for k, v in losses.items())
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            scheduler.step()
+            figures = {k: v.item() for k, v in losses.items()}
+            history.append({"step": step, **figures})
+            bar.update(**figures)
+            if args.preview_every and (step % args.preview_every == 0
+                                       or step == args.iterations):
+                _write_preview(net, preview, out.with_suffix(".preview.png"))
+            run.stepped()
+            if step < args.iterations and run.due():
+                break
     bar.close()
     state = run.save(parts, rng, None, {"step": step, "history": history})
     last = history[-max(1, len(history) // 20):]
@@ -261,7 +263,7 @@ def main(args: argparse.Namespace) -> int:
     if step < args.iterations:
         print(f"stopped at step {step} of {args.iterations} (the network so far is in {out}): "
               f"go on with --resume {state}", file=sys.stderr)
-        return 0
+        return run.exit_status()
     print(f"saved {out}: final losses " + ", ".join(
         f"{k} {v:.4g}" for k, v in info["final_losses"].items())
         + f"; {info['minutes']} min", file=sys.stderr)
