@@ -103,8 +103,8 @@ def test_a_deepened_ffdnet_answers_as_before_and_is_laid_out_as_a_deeper_one():
     assert net.depth == 11
     assert {k: v.shape for k, v in net.state_dict().items()} == {
         k: v.shape for k, v in fresh.items()}
-    with torch.no_grad():
-        assert torch.allclose(net.eval()(noisy, 25.0), original(noisy, 25.0), atol=1e-5)
+    with torch.no_grad():  # still in eval mode, as loaded, the new blocks too
+        assert torch.allclose(net(noisy, 25.0), original(noisy, 25.0), atol=1e-5)
         grown, was = net.train()(crops, levels), original.train()(crops, levels)
     clean_crops = torch.cat([clean[..., y:y + 64, x:x + 64] for y in (0, 200, 400)
                              for x in (0, 200, 400)])

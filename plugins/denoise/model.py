@@ -96,6 +96,7 @@ class FFDNet(nn.Module):
             added += [conv, norm, nn.ReLU(True)]
         layers = list(self.body)
         self.body = nn.Sequential(*layers[:at], *added, *layers[at:]).to(x.device)
+        self.body.train(self.training)
         self.depth = depth
 
 
