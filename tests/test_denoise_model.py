@@ -94,8 +94,12 @@ def test_a_deepened_ffdnet_answers_as_before_and_is_laid_out_as_a_deeper_one():
     net, _ = load("gray-light")
     clean = torch.from_numpy(data.camera()).float()[None, None] / 255
     noisy = gaussian(clean, 25.0, torch.Generator().manual_seed(1))
-    crops = torch.cat([noisy[..., y:y + 64, x:x + 64] for y in (0, 200, 400)
-                       for x in (0, 200, 400)])
+
+    def crops_of(picture: torch.Tensor) -> torch.Tensor:
+        return torch.cat([picture[..., y:y + 64, x:x + 64] for y in (0, 200, 400)
+                          for x in (0, 200, 400)])
+
+    crops, clean_crops = crops_of(noisy), crops_of(clean)
     levels = torch.linspace(5, 75, len(crops)).view(-1, 1, 1, 1).expand(-1, 1, 64, 64)
     original = copy.deepcopy(net)
     net.deepen(11, crops, levels)
@@ -106,8 +110,6 @@ def test_a_deepened_ffdnet_answers_as_before_and_is_laid_out_as_a_deeper_one():
     with torch.no_grad():  # still in eval mode, as loaded, the new blocks too
         assert torch.allclose(net(noisy, 25.0), original(noisy, 25.0), atol=1e-5)
         grown, was = net.train()(crops, levels), original.train()(crops, levels)
-    clean_crops = torch.cat([clean[..., y:y + 64, x:x + 64] for y in (0, 200, 400)
-                             for x in (0, 200, 400)])
 
     def psnr(out: torch.Tensor) -> float:
         return -10 * math.log10(float(((out.clamp(0, 1) - clean_crops) ** 2).mean()))

@@ -92,6 +92,8 @@ def viewed(net: nn.Module, x: torch.Tensor, sigma: torch.Tensor | float, tile: i
     closer to the clean picture, for ``views`` times the work."""
     if views not in VIEWS:
         raise ValueError(f"views {views}: one of {', '.join(map(str, VIEWS))}")
+    if views == 1:  # the node's default: no copies, no sum, on every frame
+        return tiled(net, x, sigma, tile)
     total = torch.zeros_like(x)
     for quarters, mirrored in TURNS[:views]:
         level = (_turned(sigma, quarters, mirrored)
