@@ -117,3 +117,41 @@ def test_a_deepened_ffdnet_answers_as_before_and_is_laid_out_as_a_deeper_one():
     assert abs(psnr(grown) - psnr(was)) < 0.05
     with pytest.raises(ValueError, match="has 11"):
         net.deepen(11, crops, levels)
+
+
+class _Told(torch.nn.Module):
+    """A gray "denoiser" that answers with its input and keeps the noise levels it is told."""
+
+    channels = 1
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.levels: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        assert x.shape[1] == 1
+        self.levels.append(torch.as_tensor(sigma).reshape(-1))
+        return x
+
+
+def test_opponent_planes_go_back_to_the_same_picture_and_are_told_their_own_noise():
+    """The three opponent planes of a colour picture carry sigma / sqrt(3), sigma / sqrt(2)
+    and sigma sqrt(6) / 4 of independent noise of sigma in R, G and B (measured here on
+    real noise); a gray picture's mean plane carries all of it and its chroma none, so
+    its chroma is left alone."""
+    from plugins.denoise.apply import OPPONENT, OPPONENT_NOISE, denoise_opponent
+
+    noise = torch.randn(3, 400_000, generator=torch.Generator().manual_seed(0)) * 20
+    measured = (OPPONENT @ noise).std(1)
+    assert torch.allclose(measured, 20 * OPPONENT_NOISE, rtol=0.01)
+    assert torch.allclose(OPPONENT_NOISE, torch.tensor([3 ** -0.5, 2 ** -0.5, 6 ** 0.5 / 4]))
+
+    colour = torch.rand(1, 3, 24, 32, generator=torch.Generator().manual_seed(1))
+    gray = colour[:, :1].expand(1, 3, 24, 32)
+    told = _Told()
+    back = denoise_opponent(told, torch.cat([colour, gray]), torch.tensor([20.0, 10.0]), None)
+    assert torch.allclose(back, torch.cat([colour, gray]), atol=1e-6)
+    assert torch.allclose(told.levels[0], torch.tensor([*(20 * OPPONENT_NOISE), 10, 0, 0]))
+    told.levels.clear()
+    denoise_opponent(told, gray, 10.0, None)  # gray alone: the mean plane, once
+    assert [level.tolist() for level in told.levels] == [[10.0]]

@@ -126,3 +126,28 @@ def test_eight_views_beat_one_and_answer_a_mirrored_frame_with_the_mirrored_answ
     eight_back = _through_node(mirrored, model="color-light", sigma=25, views=8).flip(2)
     assert (eight_back - eight).abs().max() <= 1 / 255  # at most one 8-bit step apart
     assert (one_back - one).abs().max() > 4 / 255
+
+
+def test_a_gray_model_cleans_the_colour_noise_too_with_chroma_denoise():
+    """``chroma: denoise``: the gray model cleans the three opponent planes of a colour
+    frame, so the chroma noise that ``keep`` leaves goes too, and it does better than the
+    light colour model; the blind estimate finds the level of R, G and B. On a gray frame
+    the colour stays gray, and the answer is the luma path's."""
+    from skimage import data
+
+    clean = torch.from_numpy(data.astronaut()[80:272, 140:396]).float().permute(2, 0, 1) / 255
+    noisy = gaussian(clean[None], 25.0, torch.Generator().manual_seed(8)).clamp(0, 1)[0]
+    frame = (noisy * 255).round().byte().permute(1, 2, 0).contiguous()
+    kept = psnr(_through_node(frame, model="gray", sigma=25), clean)
+    cleaned = psnr(_through_node(frame, model="gray", sigma=25, chroma="denoise"), clean)
+    blind = psnr(_through_node(frame, model="gray", sigma="auto", chroma="denoise"), clean)
+    colour_model = psnr(_through_node(frame, model="color-light", sigma=25), clean)
+    assert cleaned > kept + 5
+    assert cleaned > colour_model + 0.3
+    assert abs(blind - cleaned) < 0.5
+
+    gray_frame = frame[..., :1].expand(-1, -1, 3).contiguous()
+    by_planes = _through_node(gray_frame, model="gray", sigma=25, chroma="denoise")
+    by_luma = _through_node(gray_frame, model="gray", sigma=25)
+    assert (by_planes == by_planes[:1]).all()
+    assert (by_planes - by_luma).abs().max() <= 1 / 255

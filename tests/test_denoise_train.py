@@ -228,17 +228,21 @@ def test_bm3d_baseline_denoises_the_same_8_bit_picture():
     assert psnr(method(noisy, 25.0), clean) > psnr(noisy, clean) + 6.0
 
 
-def test_eval_on_colour_pictures_scores_cbm3d_above_the_noisy_input(tmp_path, capsys):
+def test_eval_on_colour_pictures_scores_cbm3d_and_a_gray_model_above_the_noisy_input(
+        tmp_path, capsys):
+    """CBM3D, and a gray model in opponent colour (its three planes), on colour pictures."""
     from skimage import data
 
     for name in ("astronaut", "coffee"):
         picture = getattr(data, name)()[100:196, 100:196]
         cv2.imwrite(str(tmp_path / f"{name}.png"), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
     assert main(["eval", "denoise", "--data", str(tmp_path), "--channels", "3",
-                 "--sigma", "25", "--baselines", "bm3d"]) == 0
+                 "--sigma", "25", "--model", "gray-light", "--baselines", "bm3d"]) == 0
     lines = {line.split("  ")[0]: line for line in capsys.readouterr().out.splitlines()}
     assert "BM3D" not in lines  # bm3d_rgb is CBM3D, and the table says so
-    assert float(lines["CBM3D"].split()[-3]) > float(lines["noisy input"].split()[-3]) + 5
+    noisy = float(lines["noisy input"].split()[-3])
+    assert float(lines["CBM3D"].split()[-3]) > noisy + 5
+    assert float(lines["gray-light"].split()[-3]) > noisy + 5
 
 
 def test_quantized_training_sees_8_bit_noisy_patches_and_records_it(pictures, tmp_path):

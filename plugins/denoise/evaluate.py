@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from pipeline.core.errors import VidgraphError
 
-from .apply import VIEWS, load, viewed
+from .apply import VIEWS, denoise_opponent, load, viewed
 from .noise import gaussian, quantize
 from .train import psnr, read_pictures
 
@@ -93,13 +93,17 @@ def noisy_picture(clean: torch.Tensor, sigma: float, seed: int, kind: str) -> to
 def model_method(name: str, device: torch.device, tile: int | None, views: int = 1
                  ) -> Method:
     """A trained model (built-in name or checkpoint) as a method (``views``: see
-    :func:`~plugins.denoise.apply.viewed`)."""
+    :func:`~plugins.denoise.apply.viewed`). A gray model scores colour pictures plane by
+    plane in opponent colour (:func:`~plugins.denoise.apply.denoise_opponent`)."""
     net, _ = load(name)
     net.to(device)
 
     @torch.no_grad()
     def run(noisy: torch.Tensor, sigma: float) -> torch.Tensor:
-        return viewed(net, noisy[None].to(device), sigma, tile, views)[0].float().cpu()
+        x = noisy[None].to(device)
+        if x.shape[1] == 3 and getattr(net, "channels", 3) == 1:
+            return denoise_opponent(net, x, sigma, tile, views)[0].float().cpu()
+        return viewed(net, x, sigma, tile, views)[0].float().cpu()
 
     return run
 
@@ -109,7 +113,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="a folder of clean pictures")
     parser.add_argument("--sigma", default="15,25,50", help="noise levels, comma-separated")
     parser.add_argument("--model", action="append", default=[],
-                        help="a denoiser to score (built-in name or checkpoint; repeatable)")
+                        help="a denoiser to score (built-in name or checkpoint; repeatable); "
+                        "a gray one scores colour pictures plane by plane in opponent colour")
     parser.add_argument("--channels", type=int, choices=(1, 3), default=1,
                         help="score on gray (1) or colour (3) pictures")
     parser.add_argument("--baselines", default="nlm,bm3d",
