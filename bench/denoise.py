@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[0] = str(ROOT)
 
 from bench.timing import rate, write_report  # noqa: E402
-from plugins.denoise.apply import denoise_opponent, load  # noqa: E402
+from plugins.denoise.apply import in_colour, load  # noqa: E402
 from plugins.denoise.evaluate import bm3d_method  # noqa: E402
 from plugins.denoise.model import DnCNN  # noqa: E402
 from plugins.denoise.temporal import merge  # noqa: E402
@@ -60,12 +60,11 @@ def main() -> int:
             with torch.inference_mode():
                 record(name, size, rate(lambda net=net, x=x: net(x, 25.0).cpu(), 1,
                                         args.seconds))
-        gray = load("gray")[0].eval().to(device, dtype)
+        planes = in_colour(load("gray")[0]).eval().to(device, dtype)
         rgb = torch.rand(1, 3, height, width, device=device, dtype=dtype)
         with torch.inference_mode():
             record("ffdnet gray, 3 planes", size, rate(
-                lambda gray=gray, rgb=rgb: denoise_opponent(gray, rgb, 25.0, None).cpu(), 1,
-                args.seconds))
+                lambda planes=planes, rgb=rgb: planes(rgb, 25.0).cpu(), 1, args.seconds))
         frames = [torch.rand(1, 3, height, width, device=device) for _ in range(4)]
         sigma = torch.tensor([25.0], device=device)
         record("temporal, 3 earlier", size, rate(

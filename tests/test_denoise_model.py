@@ -130,7 +130,7 @@ class _Told(torch.nn.Module):
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         assert x.shape[1] == 1
-        self.levels.append(torch.as_tensor(sigma).reshape(-1))
+        self.levels.append(torch.as_tensor(sigma).reshape(len(x), -1)[:, 0])
         return x
 
 
@@ -139,7 +139,7 @@ def test_opponent_planes_go_back_to_the_same_picture_and_are_told_their_own_nois
     and sigma sqrt(6) / 4 of independent noise of sigma in R, G and B (measured here on
     real noise); a gray picture's mean plane carries all of it and its chroma none, so
     its chroma is left alone."""
-    from plugins.denoise.apply import OPPONENT, OPPONENT_NOISE, denoise_opponent
+    from plugins.denoise.model import OPPONENT, OPPONENT_NOISE, Opponent
 
     noise = torch.randn(3, 400_000, generator=torch.Generator().manual_seed(0)) * 20
     measured = (OPPONENT @ noise).std(1)
@@ -149,9 +149,9 @@ def test_opponent_planes_go_back_to_the_same_picture_and_are_told_their_own_nois
     colour = torch.rand(1, 3, 24, 32, generator=torch.Generator().manual_seed(1))
     gray = colour[:, :1].expand(1, 3, 24, 32)
     told = _Told()
-    back = denoise_opponent(told, torch.cat([colour, gray]), torch.tensor([20.0, 10.0]), None)
+    back = Opponent(told)(torch.cat([colour, gray]), torch.tensor([20.0, 10.0]))
     assert torch.allclose(back, torch.cat([colour, gray]), atol=1e-6)
     assert torch.allclose(told.levels[0], torch.tensor([*(20 * OPPONENT_NOISE), 10, 0, 0]))
     told.levels.clear()
-    denoise_opponent(told, gray, 10.0, None)  # gray alone: the mean plane, once
+    Opponent(told)(gray, 10.0)  # gray alone: the mean plane, once
     assert [level.tolist() for level in told.levels] == [[10.0]]

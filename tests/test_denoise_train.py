@@ -368,3 +368,48 @@ def test_ctrl_c_stops_at_a_step_and_the_run_resumes_bit_for_bit(pictures, tmp_pa
     assert resumed["kept"]["step"] == one["kept"]["step"] == steps + 5
     for name, tensor in one["parts"]["net"].items():
         assert torch.equal(tensor, resumed["parts"]["net"][name]), name
+
+
+def test_opponent_architecture_starts_from_a_gray_model_and_is_a_colour_model(trained,
+                                                                             tmp_path):
+    """`--arch opponent --init GRAY` trains the gray network on the opponent planes of
+    colour patches; the file it writes is a colour model (the node and eval run it on
+    RGB), and its network starts as the gray one."""
+    from skimage import data
+
+    from plugins.denoise.apply import in_colour
+    from plugins.denoise.model import Opponent
+
+    colour = tmp_path / "colour"
+    colour.mkdir()
+    for name in ("astronaut", "coffee", "chelsea", "rocket"):
+        picture = getattr(data, name)()[:160, :160]
+        cv2.imwrite(str(colour / f"{name}.png"), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+    opponent = tmp_path / "opponent.pt"
+    command = [*tiny_training(colour, iterations=2, val_every=2), "--out", str(opponent),
+               "--arch", "opponent", "--init", str(trained)]
+    for option, value in (("--channels", "3"), ("--features", "16"), ("--depth", "5")):
+        command[command.index(option) + 1] = value
+    # a rate of zero leaves the gray network's learned parameters as the start file has them
+    assert main([*command, "--lr", "0", "--schedule", "constant"]) == 0
+    start, end = torch.load(trained)["state_dict"], torch.load(opponent)["state_dict"]
+    learned = [k for k in start if not k.endswith(("running_mean", "running_var", "tracked"))]
+    assert learned and all(torch.equal(start[k], end[f"plane.{k}"]) for k in learned)
+    net, info = load(str(opponent))
+    assert isinstance(net, Opponent) and net.channels == 3 and in_colour(net) is net
+    assert torch.load(opponent)["arch_args"] == {"channels": 3, "features": 16, "depth": 5,
+                                                 "residual": False}
+    assert info["init"]["model"] == str(trained)
+    # on colour frames the node runs it as a colour model, and it cleans them
+    target = torch.from_numpy(data.coffee()[:160, :160]).float() / 255
+    noisy = gaussian(target, 25.0, torch.Generator().manual_seed(0)).clamp(0, 1)
+    noisy = (noisy * 255).round().to(torch.uint8)
+    (out,) = run_node("denoise", [Frame.from_image(noisy)], model=str(opponent), sigma=25)
+    assert psnr(out.image.float() / 255, target) > psnr(noisy.float() / 255, target) + 1
+    # it learns: a rate above zero moves the gray network's weights
+    assert main([*command, "--lr", "1e-3"]) == 0
+    moved = torch.load(opponent)["state_dict"]
+    assert not torch.equal(start["body.0.weight"], moved["plane.body.0.weight"])
+    # a gray --channels with it is refused in one line
+    assert main([*tiny_training(colour, iterations=2, val_every=2), "--out", str(opponent),
+                 "--arch", "opponent"]) == 1

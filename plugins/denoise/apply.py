@@ -14,8 +14,7 @@ from torch import nn
 from pipeline.kit.images import luma
 from pipeline.kit.weights import built_in_files, load_network
 
-from .model import ARCHITECTURES
-from .noise import gray_pictures
+from .model import ARCHITECTURES, Opponent
 
 WEIGHTS = Path(__file__).with_name("weights")
 
@@ -25,6 +24,12 @@ def load(model: str) -> tuple[nn.Module, dict[str, Any]]:
     ``info``."""
     net, _, _, info = load_network(model, built_in_files(WEIGHTS), ARCHITECTURES, "denoiser")
     return net, info
+
+
+def in_colour(net: nn.Module) -> nn.Module:
+    """A colour denoiser from ``net``: a gray model cleans the three opponent colour
+    planes (:class:`~plugins.denoise.model.Opponent`), colour models are themselves."""
+    return Opponent(net) if getattr(net, "channels", 3) == 1 else net
 
 
 def _tiles(size: int, tile: int, overlap: int) -> list[int]:
@@ -115,41 +120,3 @@ def denoise_rgb(net: nn.Module, rgb: torch.Tensor, sigma: torch.Tensor | float,
         return viewed(net, rgb, sigma, tile, views)
     gray = luma(rgb)
     return rgb - gray + viewed(net, gray, sigma, tile, views)
-
-
-#: the opponent colour transform CBM3D denoises in (Dabov et al. 2007): the mean of R, G
-#: and B, red against blue, green against magenta. Its rows are orthogonal, so independent
-#: noise in R, G and B stays independent from plane to plane; with the chroma planes
-#: centred on 0.5, every plane stays within 0..1, the range the gray models learned.
-OPPONENT = torch.tensor([[1 / 3, 1 / 3, 1 / 3], [1 / 2, 0, -1 / 2], [1 / 4, -1 / 2, 1 / 4]])
-OPPONENT_CENTRE = torch.tensor([0.0, 0.5, 0.5])
-OPPONENT_INVERSE = torch.linalg.inv(OPPONENT)
-#: noise of each opponent plane when R, G and B carry independent noise of 1
-OPPONENT_NOISE = OPPONENT.square().sum(1).sqrt()
-
-
-def denoise_opponent(net: nn.Module, rgb: torch.Tensor, sigma: torch.Tensor | float,
-                     tile: int | None, views: int = 1) -> torch.Tensor:
-    """Denoised RGB pictures (N, 3, H, W, 0..1) from a gray model that cleans each of the
-    three opponent planes (:data:`OPPONENT`), chroma noise included, for three times the
-    work of the luma alone. ``sigma`` is the noise of each of R, G and B (one number, or
-    one per picture). A gray picture (R = G = B) carries one noise in all three channels:
-    its mean plane has all of it, and its chroma planes are flat and left as they are."""
-    n, _, height, width = rgb.shape
-    matrix = OPPONENT.to(rgb)
-    centre = OPPONENT_CENTRE.to(rgb).view(1, 3, 1, 1)
-    planes = torch.einsum("ij,njhw->nihw", matrix, rgb) + centre
-    gray = gray_pictures(rgb)
-    level = torch.as_tensor(sigma, dtype=rgb.dtype, device=rgb.device).reshape(-1, 1)
-    level = level.expand(n, 1)
-    if gray.all():  # a night-mode camera's frames: only the mean plane has noise
-        clean = planes.clone()
-        clean[:, :1] = viewed(net, planes[:, :1], level.reshape(-1), tile, views)
-    else:
-        scale = torch.where(gray[:, None], torch.tensor([1.0, 0.0, 0.0]).to(rgb),
-                            OPPONENT_NOISE.to(rgb))
-        levels = (level * scale).reshape(-1)
-        clean = viewed(net, planes.reshape(n * 3, 1, height, width), levels, tile,
-                       views).view(n, 3, height, width)
-        clean[:, 1:] = torch.where(gray.view(n, 1, 1, 1), planes[:, 1:], clean[:, 1:])
-    return torch.einsum("ij,njhw->nihw", OPPONENT_INVERSE.to(rgb), clean - centre)

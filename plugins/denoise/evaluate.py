@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from pipeline.core.errors import VidgraphError
 
-from .apply import VIEWS, denoise_opponent, load, viewed
+from .apply import VIEWS, in_colour, load, viewed
 from .noise import gaussian, quantize
 from .train import psnr, read_pictures
 
@@ -94,16 +94,14 @@ def model_method(name: str, device: torch.device, tile: int | None, views: int =
                  ) -> Method:
     """A trained model (built-in name or checkpoint) as a method (``views``: see
     :func:`~plugins.denoise.apply.viewed`). A gray model scores colour pictures plane by
-    plane in opponent colour (:func:`~plugins.denoise.apply.denoise_opponent`)."""
+    plane in opponent colour (:func:`~plugins.denoise.apply.in_colour`)."""
     net, _ = load(name)
-    net.to(device)
+    nets = {1: net.to(device), 3: in_colour(net).to(device)}
 
     @torch.no_grad()
     def run(noisy: torch.Tensor, sigma: float) -> torch.Tensor:
         x = noisy[None].to(device)
-        if x.shape[1] == 3 and getattr(net, "channels", 3) == 1:
-            return denoise_opponent(net, x, sigma, tile, views)[0].float().cpu()
-        return viewed(net, x, sigma, tile, views)[0].float().cpu()
+        return viewed(nets[x.shape[1]], x, sigma, tile, views)[0].float().cpu()
 
     return run
 

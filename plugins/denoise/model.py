@@ -1,6 +1,7 @@
-"""Learned denoisers: FFDNet (Zhang, Zuo and Zhang 2018) and DnCNN (Zhang et al. 2017).
+"""Learned denoisers: FFDNet (Zhang, Zuo and Zhang 2018) and DnCNN (Zhang et al. 2017),
+and a colour denoiser made of a gray one that cleans the opponent colour planes.
 
-Both take pictures in 0..1 (N, C, H, W), C = 1 (gray) or 3 (colour), of any size, and a
+All take pictures in 0..1 (N, C, H, W), C = 1 (gray) or 3 (colour), of any size, and a
 noise level ``sigma`` on the 0..255 scale (a number per picture, or a map (N, 1, H, W));
 DnCNN, a blind residual network, ignores it.
 """
@@ -8,10 +9,13 @@ DnCNN, a blind residual network, ignores it.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .noise import gray_pictures
 
 
 def _stack(inputs: int, features: int, outputs: int, depth: int, norm: bool) -> nn.Sequential:
@@ -115,5 +119,63 @@ class DnCNN(nn.Module):
         return x - self.body(x)
 
 
-#: architecture name -> class
-ARCHITECTURES: dict[str, type[FFDNet] | type[DnCNN]] = {"ffdnet": FFDNet, "dncnn": DnCNN}
+#: the opponent colour transform CBM3D denoises in (Dabov et al. 2007): the mean of R, G
+#: and B, red against blue, green against magenta. Its rows are orthogonal, so independent
+#: noise in R, G and B stays independent from plane to plane; with the chroma planes
+#: centred on 0.5, every plane stays within 0..1, the range the gray models learned.
+OPPONENT = torch.tensor([[1 / 3, 1 / 3, 1 / 3], [1 / 2, 0, -1 / 2], [1 / 4, -1 / 2, 1 / 4]])
+OPPONENT_CENTRE = torch.tensor([0.0, 0.5, 0.5])
+OPPONENT_INVERSE = torch.linalg.inv(OPPONENT)
+#: noise of each opponent plane when R, G and B carry independent noise of 1
+OPPONENT_NOISE = OPPONENT.square().sum(1).sqrt()
+
+
+class Opponent(nn.Module):
+    """A colour denoiser made of a gray one, ``plane``, that cleans each of the three
+    planes of the opponent colour transform (:data:`OPPONENT`), chroma noise included,
+    for three times the work of one plane. ``sigma`` is the noise of each of R, G and B;
+    each plane's own level is what ``plane`` is told. A gray picture (R = G = B) carries
+    one noise in all three channels: its mean plane has all of it, and its chroma planes
+    are flat and left as they are (a batch of gray pictures alone runs the mean plane
+    only)."""
+
+    channels = 3
+
+    def __init__(self, plane: nn.Module) -> None:
+        super().__init__()
+        self.plane = plane
+
+    def forward(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
+        """Denoised pictures (N, 3, H, W), the same shape as ``x``."""
+        n, _, height, width = x.shape
+        centre = OPPONENT_CENTRE.to(x).view(1, 3, 1, 1)
+        planes = torch.einsum("ij,njhw->nihw", OPPONENT.to(x), x) + centre
+        level = sigma_map(sigma, x) * 255
+        gray = gray_pictures(x)
+        if gray.all():  # a night-mode camera's frames: only the mean plane has noise
+            clean = torch.cat([self.plane(planes[:, :1], level), planes[:, 1:]], 1)
+        else:
+            scale = torch.where(gray[:, None], torch.tensor([1.0, 0.0, 0.0]).to(x),
+                                OPPONENT_NOISE.to(x)).view(n, 3, 1, 1)
+            levels = (level * scale).reshape(n * 3, 1, height, width)
+            clean = self.plane(planes.reshape(n * 3, 1, height, width), levels)
+            clean = clean.view(n, 3, height, width)
+            chroma = torch.where(gray.view(n, 1, 1, 1), planes[:, 1:], clean[:, 1:])
+            clean = torch.cat([clean[:, :1], chroma], 1)
+        return torch.einsum("ij,njhw->nihw", OPPONENT_INVERSE.to(x), clean - centre)
+
+
+def opponent_ffdnet(channels: int = 3, features: int | None = None, depth: int | None = None,
+                    residual: bool = False) -> Opponent:
+    """The ``opponent`` architecture: a gray :class:`FFDNet` of ``features`` x ``depth``
+    in an :class:`Opponent`, trained as the colour model it makes (``channels``: 3, the
+    pictures it takes)."""
+    if channels != 3:
+        raise ValueError(f"the opponent architecture takes colour pictures, not {channels} "
+                         "channels")
+    return Opponent(FFDNet(1, features, depth, residual))
+
+
+#: architecture name -> the class or function that builds it
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
+    "ffdnet": FFDNet, "dncnn": DnCNN, "opponent": opponent_ffdnet}

@@ -17,7 +17,7 @@ from pipeline.kit.batching import group_by_size
 from pipeline.kit.compiling import CompileParams, compiled
 from pipeline.kit.images import LUMA, luma, shrunk_size, to_float, to_uint8
 
-from .apply import denoise_opponent, denoise_rgb, load
+from .apply import denoise_rgb, in_colour, load
 from .noise import camera, estimate_sigma, gaussian, gray_pictures
 from .temporal import merge
 
@@ -169,6 +169,8 @@ class Denoise(Stage):
 
     def open(self) -> None:
         self.net, self.info = load(self.params.model)
+        if self.params.chroma == "denoise":
+            self.net = in_colour(self.net)
         self.dtype = inference_dtype(self.device, self.params.half)
         self.net.to(self.device, self.dtype)
         self.net = compiled(self.net, self.context.name, self.params.compile)
@@ -188,10 +190,9 @@ class Denoise(Stage):
         n, _, height, width = x.shape
         size = shrunk_size(height, width, p.max_side)
         small = x if size is None else F.interpolate(x, size=size, mode="area")
-        # a gray model cleans the luma alone (told the luma's noise), or the opponent
-        # planes (told the noise of R, G and B, which it scales plane by plane)
-        gray_model = getattr(self.net, "channels", 3) == 1
-        luma_only = gray_model and p.chroma == "keep"
+        # a gray model left as one (chroma: keep) cleans the luma alone, told the luma's
+        # noise; a colour model is told the noise of R, G and B
+        luma_only = getattr(self.net, "channels", 3) == 1
         if p.sigma == "auto":
             sigma = estimate_sigma(luma(small) if luma_only else small)
         else:
@@ -199,8 +200,7 @@ class Denoise(Stage):
             if luma_only:  # the luma of three channels with independent noise sigma
                 # carries 0.668 sigma; of a gray picture (one noise in all three), all of it
                 sigma = sigma * torch.where(gray_pictures(small), 1.0, LUMA_NOISE)
-        method = denoise_opponent if gray_model and not luma_only else denoise_rgb
-        clean = method(self.net, small.to(self.dtype), sigma.to(self.dtype), p.tile, p.views)
+        clean = denoise_rgb(self.net, small.to(self.dtype), sigma.to(self.dtype), p.tile, p.views)
         clean = clean.float()
         if clean.shape[-2:] != (height, width):
             clean = x + F.interpolate(clean - small, size=(height, width), mode="bilinear",

@@ -38,7 +38,7 @@ from pipeline.kit.training import (
 from pipeline.kit.weights import built_in_files, save_network, start_from
 
 from .apply import WEIGHTS
-from .model import ARCHITECTURES, FFDNet
+from .model import ARCHITECTURES, FFDNet, Opponent
 from .noise import camera, gaussian, quantize, to_linear, to_srgb
 
 PICTURES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
@@ -62,7 +62,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     """Declare the command's options."""
     parser.add_argument("data", nargs="+", help="folders of clean pictures")
     parser.add_argument("--out", required=True, help="checkpoint to write (.pt)")
-    parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default="ffdnet")
+    parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default="ffdnet",
+                        help="ffdnet, dncnn, or opponent: a gray FFDNet that cleans colour "
+                        "pictures plane by plane in opponent colour (--init takes a gray "
+                        "ffdnet)")
     parser.add_argument("--channels", type=int, choices=(1, 3), default=3,
                         help="1: gray model, 3: colour model")
     parser.add_argument("--features", type=int, help="channels per layer (light: 32)")
@@ -166,7 +169,14 @@ def network(args: argparse.Namespace, train: list[torch.Tensor]
     checkpoint it starts from records of its own training (``init``: its commands and
     minutes, which a model card adds to this run's). An FFDNet given ``--init`` and a
     greater ``--depth`` grows to it (:meth:`FFDNet.deepen`, measured on a batch of the
-    ``train`` pictures drawn apart from the run's own random streams)."""
+    ``train`` pictures drawn apart from the run's own random streams). The ``opponent``
+    architecture is a gray FFDNet built (or started from a gray ``--init``) the same way
+    and run on the opponent colour planes."""
+    if args.arch == "opponent":
+        gray = argparse.Namespace(**{**vars(args), "arch": "ffdnet", "channels": 1})
+        means = [picture.mean(0, keepdim=True) for picture in train]
+        plane, _, size, started = network(gray, means)
+        return Opponent(plane), args.arch, {**size, "channels": 3}, started
     if not args.init:
         arch_args: dict[str, Any] = {"channels": args.channels}
         if args.features:
@@ -200,9 +210,11 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def main(args: argparse.Namespace) -> int:
     """Train, choose on the held-out pictures, save; returns the exit status."""
-    if args.residual and args.arch != "ffdnet":
-        raise VidgraphError(f"--residual is an ffdnet option ({args.arch} is residual "
-                            "already or not at all)")
+    if args.residual and args.arch == "dncnn":
+        raise VidgraphError("--residual is an ffdnet option (dncnn is residual already)")
+    if args.arch == "opponent" and args.channels != 3:
+        raise VidgraphError("--arch opponent is a colour model: --channels 3 (its gray "
+                            "network sees the colour pictures' opponent planes)")
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
