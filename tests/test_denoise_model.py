@@ -119,6 +119,45 @@ def test_a_deepened_ffdnet_answers_as_before_and_is_laid_out_as_a_deeper_one():
         net.deepen(11, crops, levels)
 
 
+def test_a_widened_ffdnet_answers_as_before_and_its_copies_learn_apart():
+    """Net2WiderNet on the shipped gray-light (32 channels) and a real picture: the copied
+    channels change no answer, in eval mode and in training mode, and the next layer's
+    split of each original's weight differs between its copies, so training does not
+    keep them equal."""
+    import copy
+
+    from skimage import data
+
+    from plugins.denoise.apply import load
+
+    net, _ = load("gray-light")
+    clean = torch.from_numpy(data.camera()).float()[None, None] / 255
+    noisy = gaussian(clean, 25.0, torch.Generator().manual_seed(1))
+    crops = torch.cat([noisy[..., y:y + 64, x:x + 64] for y in (0, 300) for x in (0, 300)])
+    original = copy.deepcopy(net)
+    net.widen(48, torch.Generator().manual_seed(0))
+    fresh = FFDNet(1, features=48, depth=8).state_dict()
+    assert net.features == 48
+    assert {k: v.shape for k, v in net.state_dict().items()} == {
+        k: v.shape for k, v in fresh.items()}
+    with torch.no_grad():
+        assert torch.allclose(net(noisy, 25.0), original(noisy, 25.0), atol=1e-5)
+        assert torch.allclose(net.train()(crops, 25.0), original.train()(crops, 25.0),
+                              atol=1e-5)
+    # each new channel copies an old one (the first conv's rows), and the next layer's
+    # weights from an original and its copies add up to its weight from the original
+    first = net.body[0].weight
+    source = torch.tensor([next(i for i in range(32) if torch.equal(first[j], first[i]))
+                           for j in range(48)])
+    second = net.body[2].weight
+    summed = torch.zeros(48, 32, 3, 3).index_add_(1, source, second)
+    assert torch.allclose(summed, original.body[2].weight[source], atol=1e-6)
+    copy_of = int(source[32])
+    assert not torch.equal(second[:, 32], second[:, copy_of])  # shares differ
+    with pytest.raises(ValueError, match="has 48"):
+        net.widen(40, torch.Generator())
+
+
 class _Told(torch.nn.Module):
     """A gray "denoiser" that answers with its input and keeps the noise levels it is told."""
 

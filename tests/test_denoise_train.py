@@ -277,9 +277,9 @@ def test_init_starts_from_a_trained_network_and_its_card_keeps_that_training(pic
     _, info = load(str(tuned))
     assert info["init"]["model"] == str(first) and info["init"]["best_step"] == 3
     assert "--out" in info["init"]["commands"][0]
-    # another size than the start file's: refused in one line
+    # a smaller size than the start file's: refused in one line
     assert main([*tiny_training(pictures, iterations=2, val_every=2), "--out", str(tuned),
-                 "--init", str(first), "--features", "16"]) == 1
+                 "--init", str(first), "--features", "4"]) == 1
     # a DnCNN goes on as one, and its fine-tuned file loads
     blind = tmp_path / "blind.pt"
     assert main([*tiny_training(pictures, iterations=2, val_every=2), "--out", str(blind),
@@ -307,7 +307,8 @@ def test_residual_ffdnet_adds_its_layers_answer_to_the_noisy_picture(pictures, t
                  "--arch", "dncnn", "--residual"]) == 1
 
 
-def test_init_with_more_depth_grows_the_network_and_the_card_says_so(pictures, tmp_path):
+def test_init_with_more_depth_or_features_grows_the_network_and_the_card_says_so(
+        pictures, tmp_path):
     first = tmp_path / "first.pt"
     assert main([*tiny_training(pictures, iterations=3, val_every=3), "--out", str(first)]
                 ) == 0
@@ -326,6 +327,16 @@ def test_init_with_more_depth_grows_the_network_and_the_card_says_so(pictures, t
     # fewer layers than the start file's: refused in one line
     assert main([*tiny_training(pictures, iterations=2, val_every=2), "--out", str(grown),
                  "--init", str(first), "--depth", "2"]) == 1
+    # more channels: widened (then deepened), and the card says so
+    command = [*tiny_training(pictures, iterations=2, val_every=2), "--out", str(grown),
+               "--init", str(first), "--depth", "4", "--lr", "0", "--schedule", "constant"]
+    command[command.index("--features") + 1] = "12"
+    assert main(command) == 0
+    net, info = load(str(grown))
+    assert (net.features, net.depth) == (12, 4) and net.body[0].weight.shape[0] == 12
+    assert info["init"]["grown_from_features"] == 8
+    assert info["init"]["grown_from_depth"] == 3
+    assert torch.load(grown)["arch_args"]["features"] == 12
 
 
 def test_eval_scores_a_model_averaged_over_its_views_beside_it(tmp_path, capsys):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -102,6 +103,52 @@ class FFDNet(nn.Module):
         self.body = nn.Sequential(*layers[:at], *added, *layers[at:]).to(x.device)
         self.body.train(self.training)
         self.depth = depth
+
+
+    @torch.no_grad()
+    def widen(self, features: int, generator: torch.Generator) -> None:
+        """Grow every inner layer to ``features`` channels (Net2WiderNet: Chen, Goodfellow
+        and Shlens 2016), so a trained network keeps its answers and training goes on
+        wider; the layout is then that of a network built with ``features``. Each new
+        channel copies one of the old ones, drawn by ``generator``: its incoming weights,
+        bias and batch norm. A copy carries the same values as its original, so the next
+        layer's weights from the two split that original's weight: at random fractions
+        that add up to one, so the copies learn apart from there on (an even split would
+        keep them equal for ever)."""
+        if features <= self.features:
+            raise ValueError(f"widen to {features} channels: the network has "
+                             f"{self.features}")
+        old = self.features
+        source = torch.cat([torch.arange(old),
+                            torch.randint(0, old, (features - old,), generator=generator)])
+        layers = list(self.body)
+        convs = [i for i, layer in enumerate(layers) if isinstance(layer, nn.Conv2d)]
+        for at in convs:
+            conv = cast(nn.Conv2d, layers[at])
+            weight = conv.weight
+            if at != convs[0]:  # takes the widened channels in: split each original's share
+                share = torch.rand(weight.shape[0], features, *weight.shape[2:],
+                                   generator=generator) + 0.5
+                total = torch.zeros(weight.shape[0], old, *weight.shape[2:])
+                total.index_add_(1, source, share)
+                weight = weight[:, source] * share / total[:, source]
+            bias = conv.bias
+            if at != convs[-1]:  # gives the widened channels out
+                weight, bias = weight[source], None if bias is None else bias[source]
+            wide = nn.Conv2d(weight.shape[1], weight.shape[0], 3, padding=1,
+                             bias=bias is not None)
+            wide.load_state_dict({"weight": weight} | ({} if bias is None else {"bias": bias}))
+            layers[at] = wide
+        for at, layer in enumerate(layers):
+            if isinstance(layer, nn.BatchNorm2d):
+                norm = nn.BatchNorm2d(features)
+                norm.load_state_dict({k: v[source] if v.ndim else v
+                                      for k, v in layer.state_dict().items()})
+                layers[at] = norm
+        device = next(self.body.parameters()).device
+        self.body = nn.Sequential(*layers).to(device)
+        self.body.train(self.training)
+        self.features = features
 
 
 class DnCNN(nn.Module):

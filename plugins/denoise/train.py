@@ -68,7 +68,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "ffdnet)")
     parser.add_argument("--channels", type=int, choices=(1, 3), default=3,
                         help="1: gray model, 3: colour model")
-    parser.add_argument("--features", type=int, help="channels per layer (light: 32)")
+    parser.add_argument("--features", type=int, help="channels per layer (light: 32; "
+                        "ffdnet with --init: more than the network has grows it by "
+                        "channels that copy its own)")
     parser.add_argument("--depth", type=int, help="layers (ffdnet with --init: more than "
                         "the network has grows it by layers that start as the identity)")
     parser.add_argument("--residual", action="store_true",
@@ -167,9 +169,10 @@ def network(args: argparse.Namespace, train: list[torch.Tensor]
             ) -> tuple[torch.nn.Module, str, dict[str, Any], dict[str, Any]]:
     """The network to train, its architecture and size, and (with ``--init``) what the
     checkpoint it starts from records of its own training (``init``: its commands and
-    minutes, which a model card adds to this run's). An FFDNet given ``--init`` and a
-    greater ``--depth`` grows to it (:meth:`FFDNet.deepen`, measured on a batch of the
-    ``train`` pictures drawn apart from the run's own random streams). The ``opponent``
+    minutes, which a model card adds to this run's). An FFDNet given ``--init`` and more
+    ``--features`` or a greater ``--depth`` grows to them (:meth:`FFDNet.widen`, then
+    :meth:`FFDNet.deepen`, measured on a batch of the ``train`` pictures; both draw apart
+    from the run's own random streams). The ``opponent``
     architecture is a gray FFDNet built (or started from a gray ``--init``) the same way
     and run on the opponent colour planes."""
     if args.arch == "opponent":
@@ -187,10 +190,18 @@ def network(args: argparse.Namespace, train: list[torch.Tensor]
             arch_args["residual"] = True
         return ARCHITECTURES[args.arch](**arch_args), args.arch, arch_args, {}
     grow = args.depth if args.arch == "ffdnet" else None
-    asked = {"channels": args.channels, "features": args.features,
+    widen = args.features if args.arch == "ffdnet" else None
+    asked = {"channels": args.channels, "features": None if widen else args.features,
              "depth": None if grow else args.depth, "residual": args.residual or None}
     net, size, started = start_from(args.init, built_in_files(WEIGHTS), ARCHITECTURES,
                                     "denoiser", args.arch, asked)
+    if widen and widen != size["features"]:
+        if widen < size["features"]:
+            raise VidgraphError(f"--features {widen}: --init {args.init} has "
+                                f"{size['features']} channels, and a network can grow but "
+                                "not shrink")
+        cast(FFDNet, net).widen(widen, torch.Generator().manual_seed(args.seed + 1))
+        started["grown_from_features"], size["features"] = size["features"], widen
     if grow and grow != size["depth"]:
         if grow < size["depth"]:
             raise VidgraphError(f"--depth {grow}: --init {args.init} has {size['depth']} "
