@@ -104,7 +104,6 @@ class FFDNet(nn.Module):
         self.body.train(self.training)
         self.depth = depth
 
-
     @torch.no_grad()
     def widen(self, features: int, generator: torch.Generator) -> None:
         """Grow every inner layer to ``features`` channels (Net2WiderNet: Chen, Goodfellow

@@ -172,9 +172,9 @@ def network(args: argparse.Namespace, train: list[torch.Tensor]
     minutes, which a model card adds to this run's). An FFDNet given ``--init`` and more
     ``--features`` or a greater ``--depth`` grows to them (:meth:`FFDNet.widen`, then
     :meth:`FFDNet.deepen`, measured on a batch of the ``train`` pictures; both draw apart
-    from the run's own random streams). The ``opponent``
-    architecture is a gray FFDNet built (or started from a gray ``--init``) the same way
-    and run on the opponent colour planes."""
+    from the run's own random streams). The ``opponent`` architecture is a gray FFDNet
+    built (or started from a gray ``--init``) the same way, run on the opponent colour
+    planes."""
     if args.arch == "opponent":
         gray = argparse.Namespace(**{**vars(args), "arch": "ffdnet", "channels": 1})
         means = [picture.mean(0, keepdim=True) for picture in train]
