@@ -421,6 +421,11 @@ def test_opponent_architecture_starts_from_a_gray_model_and_is_a_colour_model(tr
     assert main([*command, "--lr", "1e-3"]) == 0
     moved = torch.load(opponent)["state_dict"]
     assert not torch.equal(start["body.0.weight"], moved["plane.body.0.weight"])
+    # its gray network grows as an ffdnet's does, measured on the colour patches' mean
+    command[command.index("--depth") + 1] = "7"
+    assert main(command) == 0
+    net, info = load(str(opponent))
+    assert net.plane.depth == 7 and info["init"]["grown_from_depth"] == 5
     # a gray --channels with it is refused in one line
     assert main([*tiny_training(colour, iterations=2, val_every=2), "--out", str(opponent),
                  "--arch", "opponent"]) == 1

@@ -177,8 +177,7 @@ def network(args: argparse.Namespace, train: list[torch.Tensor]
     planes."""
     if args.arch == "opponent":
         gray = argparse.Namespace(**{**vars(args), "arch": "ffdnet", "channels": 1})
-        means = [picture.mean(0, keepdim=True) for picture in train]
-        plane, _, size, started = network(gray, means)
+        plane, _, size, started = network(gray, train)
         return Opponent(plane), args.arch, {**size, "channels": 3}, started
     if not args.init:
         arch_args: dict[str, Any] = {"channels": args.channels}
@@ -208,6 +207,8 @@ def network(args: argparse.Namespace, train: list[torch.Tensor]
                                 "layers, and a network can grow but not shrink")
         clean = patches(train, args.batch_size, args.patch,
                         np.random.default_rng(args.seed + 1))
+        if clean.shape[1] != args.channels:  # colour patches for the opponent's gray network
+            clean = clean.mean(1, keepdim=True)
         noisy, level = noisy_batch(clean, args, torch.Generator().manual_seed(args.seed + 1))
         cast(FFDNet, net).deepen(grow, noisy, level)
         started["grown_from_depth"], size["depth"] = size["depth"], grow
