@@ -190,7 +190,7 @@ def test_a_state_from_before_loss_and_schedule_resumes_only_with_their_old_value
     assert torch.load(state, weights_only=False)["kept"]["step"] == 6
 
 
-@pytest.mark.parametrize("loss", ["l1", "charbonnier"])
+@pytest.mark.parametrize("loss", ["l1", "charbonnier", "psnr"])
 def test_the_loss_chosen_trains_other_weights_and_is_recorded(pictures, tmp_path, loss):
     common = [*tiny_training(pictures, iterations=4, val_every=4), "--schedule", "constant"]
     assert main([*common, "--out", str(tmp_path / "mse.pt")]) == 0
@@ -202,6 +202,32 @@ def test_the_loss_chosen_trains_other_weights_and_is_recorded(pictures, tmp_path
     assert other["kept"]["history"][0]["loss"] != mse["kept"]["history"][0]["loss"]
     assert any(not torch.equal(tensor, other["parts"]["net"][name])
                for name, tensor in mse["parts"]["net"].items())
+
+
+def test_psnr_loss_is_minus_the_mean_of_the_patches_psnrs():
+    from skimage import data
+
+    from plugins.denoise.train import minus_psnr, psnr
+
+    clean = torch.from_numpy(data.camera()[:128, :256].copy()).float().view(1, 1, 128, 256)
+    clean = torch.cat([clean[..., :128], clean[..., 128:]]) / 255
+    generator = torch.Generator().manual_seed(0)
+    noisy = gaussian(clean, torch.tensor([5.0, 50.0]), generator).clamp(0, 1)
+    each = [psnr(noisy[k], clean[k]) for k in range(2)]
+    assert each[0] > each[1] + 15
+    # the floor of one level in 255 takes 0.17 dB off the 34 dB patch
+    assert minus_psnr(noisy, clean).item() == pytest.approx(-sum(each) / 2, abs=0.1)
+    # a mean square error lets the patch with ten times the noise pull ten times harder;
+    # minus PSNR pulls each by its error relative to its own, so that one a tenth as hard
+    pulls = {}
+    for loss in (minus_psnr, torch.nn.functional.mse_loss):
+        output = noisy.clone().requires_grad_()
+        loss(output, clean).backward()
+        norms = output.grad.flatten(1).norm(dim=1)
+        pulls[loss] = float(norms[1] / norms[0])
+    assert 5 < pulls[torch.nn.functional.mse_loss] < 15
+    assert pulls[minus_psnr] == pytest.approx(1 / pulls[torch.nn.functional.mse_loss], rel=0.1)
+    assert minus_psnr(clean, clean).item() == pytest.approx(-20 * math.log10(255), abs=1e-3)
 
 
 def test_eval_noise_is_8_bit_by_default_and_float_on_request():

@@ -49,9 +49,18 @@ def charbonnier(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.sqrt((output - target) ** 2 + 1e-6).mean()
 
 
+def minus_psnr(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Minus the mean of the patches' PSNRs (dB), each patch's error floored at one level
+    in 255. A mean square or absolute error lets the patches with the most noise steer the
+    network; here each patch counts by its error relative to its own, as the mean PSNR of
+    pictures at several noise levels does."""
+    error = ((output - target) ** 2).flatten(1).mean(1)
+    return 10 * torch.log10(error + 1 / 255 ** 2).mean()
+
+
 #: training losses by ``--loss`` name
 LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "mse": F.mse_loss, "l1": F.l1_loss, "charbonnier": charbonnier}
+    "mse": F.mse_loss, "l1": F.l1_loss, "charbonnier": charbonnier, "psnr": minus_psnr}
 #: options this trainer gained after the first long runs, as those runs trained (and
 #: their defaults)
 ADDED_OPTIONS: dict[str, Any] = {"loss": "mse", "schedule": "cosine", "quantize": False,
@@ -85,7 +94,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "step (a tenth from half of the iterations, a hundredth from three "
                         "quarters), or constant")
     parser.add_argument("--loss", choices=sorted(LOSSES), default=ADDED_OPTIONS["loss"],
-                        help="mse (the papers'), l1, or charbonnier (a smooth L1)")
+                        help="mse (the papers'), l1, charbonnier (a smooth L1), or psnr (minus "
+                        "the mean of the patches' PSNRs: low-noise patches count as much as "
+                        "noisy ones)")
     parser.add_argument("--noise", choices=("gaussian", "camera"), default="gaussian")
     parser.add_argument("--sigma-max", type=float, default=75.0,
                         help="gaussian: levels drawn from 0..this (0..255 scale)")
