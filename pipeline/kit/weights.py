@@ -84,15 +84,22 @@ def load_network(model: str, built_in: dict[str, Path],
 
 
 def start_from(model: str, built_in: dict[str, Path], architectures: dict[str, Any],
-               what: str, arch: str, asked: dict[str, Any]
+               what: str, arch: str, asked: dict[str, Any],
+               holders: dict[str, tuple[str, str]] | None = None
                ) -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any]]:
     """The network ``--init MODEL`` starts a fine-tuning from, in train mode; its size
     (those of the attributes ``asked`` names that its architecture has, read from the
     network, since a file's ``arch_args`` hold only what its run was given); and what its
     checkpoint records of its own training (commands, minutes, best step), which a model
     card adds to the new run's. A size in ``asked`` (None: not asked) that the network
-    has otherwise or not at all, or an ``arch`` other than the file's, is refused."""
+    has otherwise or not at all, or an ``arch`` other than the file's, is refused.
+    ``holders`` names architectures whose networks hold another (arch -> the attribute
+    that holds it and the inner one's arch): a file of one starts from the inner network.
+    """
     net, file_arch, _, info = load_network(model, built_in, architectures, what)
+    if file_arch in (holders or {}):
+        attribute, file_arch = (holders or {})[file_arch]
+        net = getattr(net, attribute)
     size = {k: getattr(net, k) for k in asked if hasattr(net, k)}
     differ = [k for k, v in asked.items() if v is not None and v != size.get(k)]
     if differ or file_arch != arch:

@@ -61,6 +61,8 @@ def minus_psnr(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 #: training losses by ``--loss`` name
 LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "mse": F.mse_loss, "l1": F.l1_loss, "charbonnier": charbonnier, "psnr": minus_psnr}
+#: an opponent file starts a gray network's or an opponent's run from its gray FFDNet
+OPPONENT_HOLDS = {"opponent": ("plane", "ffdnet")}
 #: options this trainer gained after the first long runs, as those runs trained (and
 #: their defaults)
 ADDED_OPTIONS: dict[str, Any] = {"loss": "mse", "schedule": "cosine", "quantize": False,
@@ -74,7 +76,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default="ffdnet",
                         help="ffdnet, dncnn, or opponent: a gray FFDNet that cleans colour "
                         "pictures plane by plane in opponent colour (--init takes a gray "
-                        "ffdnet)")
+                        "ffdnet or an opponent)")
     parser.add_argument("--channels", type=int, choices=(1, 3), default=3,
                         help="1: gray model, 3: colour model")
     parser.add_argument("--features", type=int, help="channels per layer (light: 32; "
@@ -184,8 +186,8 @@ def network(args: argparse.Namespace, train: list[torch.Tensor]
     ``--features`` or a greater ``--depth`` grows to them (:meth:`FFDNet.widen`, then
     :meth:`FFDNet.deepen`, measured on a batch of the ``train`` pictures; both draw apart
     from the run's own random streams). The ``opponent`` architecture is a gray FFDNet
-    built (or started from a gray ``--init``) the same way, run on the opponent colour
-    planes."""
+    built (or started from a gray or opponent ``--init``) the same way, run on the opponent
+    colour planes."""
     if args.arch == "opponent":
         gray = argparse.Namespace(**{**vars(args), "arch": "ffdnet", "channels": 1})
         plane, _, size, started = network(gray, train)
@@ -204,7 +206,7 @@ def network(args: argparse.Namespace, train: list[torch.Tensor]
     asked = {"channels": args.channels, "features": None if widen else args.features,
              "depth": None if grow else args.depth, "residual": args.residual or None}
     net, size, started = start_from(args.init, built_in_files(WEIGHTS), ARCHITECTURES,
-                                    "denoiser", args.arch, asked)
+                                    "denoiser", args.arch, asked, OPPONENT_HOLDS)
     if widen and widen != size["features"]:
         if widen < size["features"]:
             raise VidgraphError(f"--features {widen}: --init {args.init} has "
