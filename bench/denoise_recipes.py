@@ -41,6 +41,7 @@ RECIPES: dict[str, dict[str, str]] = {
     "constant rate": {"--schedule": "constant"},
     "L1 loss": {"--loss": "l1"},
     "Charbonnier loss": {"--loss": "charbonnier"},
+    "PSNR loss": {"--loss": "psnr"},
     "8-bit noise": {"--quantize": ""},  # a flag: no value
     "residual": {"--residual": ""},
 }
