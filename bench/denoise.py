@@ -32,7 +32,8 @@ from plugins.denoise.temporal import merge  # noqa: E402
 SIZES = {"640x360": (360, 640), "1280x720": (720, 1280), "1920x1080": (1080, 1920)}
 NETWORKS: dict[str, Callable[[], torch.nn.Module]] = {
     **{f"ffdnet {name}": (lambda name=name: load(name)[0])
-       for name in ("color", "color-light", "gray", "gray-light")},
+       for name in ("color", "color-light", "color-opponent", "color-opponent-light", "gray",
+                    "gray-light")},
     "dncnn color": lambda: DnCNN(3)}
 
 

@@ -1,4 +1,4 @@
-"""The five shipped denoisers on real pictures they never saw (scikit-image's bundled ones):
+"""The six shipped denoisers on real pictures they never saw (scikit-image's bundled ones):
 far better than the noisy input, and better than OpenCV's non-local means at sigma 25."""
 
 import math
@@ -17,8 +17,9 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return 10 * math.log10(1 / float(((a.clamp(0, 1) - b) ** 2).mean()))
 
 
-def test_the_five_denoisers_are_shipped():
-    assert SHIPPED == ["color", "color-light", "color-opponent", "gray", "gray-light"]
+def test_the_six_denoisers_are_shipped():
+    assert SHIPPED == ["color", "color-light", "color-opponent", "color-opponent-light",
+                       "gray", "gray-light"]
 
 
 CASES = [(name, picture) for name in SHIPPED
@@ -153,21 +154,24 @@ def test_a_gray_model_cleans_the_colour_noise_too_with_chroma_denoise():
     assert (by_planes - by_luma).abs().max() <= 1 / 255
 
 
-def test_the_gray_network_trained_on_colour_planes_beats_it_untrained_there():
-    """``color-opponent``, the gray network trained as a colour model on the opponent
-    planes of 8-bit noisy colour patches, cleans an 8-bit noisy colour frame better than
-    ``gray`` with ``chroma: denoise`` (where it started) and than ``color-light``; a gray
-    frame stays gray."""
+@pytest.mark.parametrize(("model", "start"), [("color-opponent", "gray"),
+                                              ("color-opponent-light", "gray-light")])
+def test_the_gray_network_trained_on_colour_planes_beats_it_untrained_there(model, start):
+    """``color-opponent`` (``color-opponent-light``), the gray network ``gray``
+    (``gray-light``) trained as a colour model on the opponent planes of 8-bit noisy
+    colour patches, cleans an 8-bit noisy colour frame better than where it started, the
+    gray model with ``chroma: denoise``, and than ``color-light``; a gray frame stays
+    gray."""
     from skimage import data
 
     clean = torch.from_numpy(data.astronaut()[80:272, 140:396]).float().permute(2, 0, 1) / 255
     noisy = gaussian(clean[None], 25.0, torch.Generator().manual_seed(8)).clamp(0, 1)[0]
     frame = (noisy * 255).round().byte().permute(1, 2, 0).contiguous()
-    trained = psnr(_through_node(frame, model="color-opponent", sigma=25), clean)
-    untrained = psnr(_through_node(frame, model="gray", sigma=25, chroma="denoise"), clean)
+    trained = psnr(_through_node(frame, model=model, sigma=25), clean)
+    untrained = psnr(_through_node(frame, model=start, sigma=25, chroma="denoise"), clean)
     colour_model = psnr(_through_node(frame, model="color-light", sigma=25), clean)
     assert trained > untrained + 0.6
     assert trained > colour_model + 1.0
     gray_frame = frame[..., :1].expand(-1, -1, 3).contiguous()
-    cleaned_gray = _through_node(gray_frame, model="color-opponent", sigma=25)
+    cleaned_gray = _through_node(gray_frame, model=model, sigma=25)
     assert (cleaned_gray == cleaned_gray[:1]).all()

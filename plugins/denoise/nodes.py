@@ -122,9 +122,9 @@ class DenoiseParams(CompileParams):
     """Parameters of ``denoise``."""
 
     model: str = Field("color-light", description="a built-in denoiser (color-opponent, "
-                       "the best on colour, color, color-light; gray, gray-light clean "
-                       "the luma, or every colour plane with chroma: denoise) or a "
-                       "checkpoint from `vidgraph train denoise`")
+                       "the best on colour, color-opponent-light, color, color-light; "
+                       "gray, gray-light clean the luma, or every colour plane with "
+                       "chroma: denoise) or a checkpoint from `vidgraph train denoise`")
     chroma: Literal["keep", "denoise"] = Field("keep", description="gray models on colour "
                                                "frames: keep the colour as it comes, or "
                                                "clean its noise too (the model cleans the "
@@ -150,8 +150,9 @@ class Denoise(Stage):
     ``chroma: denoise`` cleans the colour's noise too, plane by plane in opponent colour
     (as CBM3D does: better than ``color-light`` at low noise, for more work).
     ``color-opponent`` is a gray network trained as a colour model on those planes, the
-    best colour model shipped, for the same work. With
-    ``sigma: auto`` each frame's noise level is estimated from the picture itself. With
+    best colour model shipped, for the same work (``color-opponent-light``: the light one,
+    for the work of ``gray-light``). With ``sigma: auto`` each frame's noise level is
+    estimated from the picture itself. With
     ``batch_size`` the frames of a batch (of any streams) that share a size go through
     the network together, each with its own noise level.
 
