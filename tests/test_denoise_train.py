@@ -449,8 +449,9 @@ def test_opponent_architecture_starts_from_a_gray_model_and_is_a_colour_model(tr
     assert not torch.equal(start["body.0.weight"], moved["plane.body.0.weight"])
     # an opponent file starts an opponent run too, from its gray network
     again = tmp_path / "again.pt"
-    resumed = [*command[:command.index("--init") + 1], str(opponent), "--out", str(again)]
-    assert main([*resumed, "--lr", "0", "--schedule", "constant"]) == 0
+    from_opponent = [*command[:command.index("--out")], "--out", str(again),
+                     "--arch", "opponent", "--init", str(opponent)]
+    assert main([*from_opponent, "--lr", "0", "--schedule", "constant"]) == 0
     kept = torch.load(again)["state_dict"]
     assert all(torch.equal(moved[f"plane.{k}"], kept[f"plane.{k}"]) for k in learned)
     # its gray network grows as an ffdnet's does, measured on the colour patches' mean

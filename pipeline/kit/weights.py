@@ -97,8 +97,9 @@ def start_from(model: str, built_in: dict[str, Path], architectures: dict[str, A
     that holds it and the inner one's arch): a file of one starts from the inner network.
     """
     net, file_arch, _, info = load_network(model, built_in, architectures, what)
-    if file_arch in (holders or {}):
-        attribute, file_arch = (holders or {})[file_arch]
+    holders = holders or {}
+    if file_arch in holders:
+        attribute, file_arch = holders[file_arch]
         net = getattr(net, attribute)
     size = {k: getattr(net, k) for k in asked if hasattr(net, k)}
     differ = [k for k, v in asked.items() if v is not None and v != size.get(k)]

@@ -151,8 +151,8 @@ class Denoise(Stage):
     (as CBM3D does: better than ``color-light`` at low noise, for more work).
     ``color-opponent`` is a gray network trained as a colour model on those planes, the
     best colour model shipped, for the same work (``color-opponent-light``: the light one,
-    for the work of ``gray-light``). With ``sigma: auto`` each frame's noise level is
-    estimated from the picture itself. With
+    for the work of ``gray-light`` with ``chroma: denoise``). With ``sigma: auto`` each
+    frame's noise level is estimated from the picture itself. With
     ``batch_size`` the frames of a batch (of any streams) that share a size go through
     the network together, each with its own noise level.
 
