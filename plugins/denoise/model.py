@@ -225,3 +225,6 @@ def opponent_ffdnet(channels: int = 3, features: int | None = None, depth: int |
 #: architecture name -> the class or function that builds it
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "ffdnet": FFDNet, "dncnn": DnCNN, "opponent": opponent_ffdnet}
+#: architectures whose networks hold another: name -> the attribute that holds it and its
+#: architecture (an opponent file starts a gray or opponent run from its gray FFDNet)
+HOLDERS: dict[str, tuple[str, str]] = {"opponent": ("plane", "ffdnet")}

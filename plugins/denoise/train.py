@@ -38,7 +38,7 @@ from pipeline.kit.training import (
 from pipeline.kit.weights import built_in_files, save_network, start_from
 
 from .apply import WEIGHTS
-from .model import ARCHITECTURES, FFDNet, Opponent
+from .model import ARCHITECTURES, HOLDERS, FFDNet, Opponent
 from .noise import camera, gaussian, quantize, to_linear, to_srgb
 
 PICTURES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
@@ -61,8 +61,6 @@ def minus_psnr(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 #: training losses by ``--loss`` name
 LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "mse": F.mse_loss, "l1": F.l1_loss, "charbonnier": charbonnier, "psnr": minus_psnr}
-#: an opponent file starts a gray network's or an opponent's run from its gray FFDNet
-OPPONENT_HOLDS = {"opponent": ("plane", "ffdnet")}
 #: options this trainer gained after the first long runs, as those runs trained (and
 #: their defaults)
 ADDED_OPTIONS: dict[str, Any] = {"loss": "mse", "schedule": "cosine", "quantize": False,
@@ -206,7 +204,7 @@ def network(args: argparse.Namespace, train: list[torch.Tensor]
     asked = {"channels": args.channels, "features": None if widen else args.features,
              "depth": None if grow else args.depth, "residual": args.residual or None}
     net, size, started = start_from(args.init, built_in_files(WEIGHTS), ARCHITECTURES,
-                                    "denoiser", args.arch, asked, OPPONENT_HOLDS)
+                                    "denoiser", args.arch, asked, HOLDERS)
     if widen and widen != size["features"]:
         if widen < size["features"]:
             raise VidgraphError(f"--features {widen}: --init {args.init} has "
