@@ -170,7 +170,7 @@ def test_a_live_camera_showing_the_face_at_5_s_gives_a_clip_of_its_own_packets(
     assert pace == pytest.approx(1 / FPS, rel=0.15)
     face = (FACE_UNTIL - FACE_FROM) * FPS * pace
     assert record["end"] == pytest.approx(seen + face + POST, abs=3 / FPS)
-    middle = round((seen + 1 - record["start"]) * FPS)
+    middle = round((seen - record["start"]) / pace) + FPS  # the face's 31st picture
     assert np.abs(pictures[middle][60:180, 100:220].astype(int) - 110).mean() > 30
     info = ffprobe(clip)
     assert int(stream(info, "video")["nb_read_frames"]) == len(pictures)
