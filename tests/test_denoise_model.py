@@ -9,9 +9,10 @@ from plugins.denoise.noise import camera, estimate_sigma, gaussian, to_linear, t
 
 
 @pytest.mark.parametrize("net", [FFDNet(1), FFDNet(3), FFDNet(3, features=32, depth=6),
+                                 FFDNet(1, 16, 4, coarse_features=8, coarse_depth=2),
                                  DnCNN(1), DnCNN(3, features=32, depth=8)],
-                         ids=["ffdnet-gray", "ffdnet-color", "ffdnet-light", "dncnn-gray",
-                              "dncnn-light"])
+                         ids=["ffdnet-gray", "ffdnet-color", "ffdnet-light", "ffdnet-coarse",
+                              "dncnn-gray", "dncnn-light"])
 @pytest.mark.parametrize("size", [(1, 1), (33, 47), (64, 64)])
 def test_networks_keep_the_size_and_channels(net, size):
     x = torch.rand(2, net.channels, *size)
@@ -156,6 +157,72 @@ def test_a_widened_ffdnet_answers_as_before_and_its_copies_learn_apart():
     assert not torch.equal(second[:, 32], second[:, copy_of])  # shares differ
     with pytest.raises(ValueError, match="has 48"):
         net.widen(40, torch.Generator())
+
+
+def test_a_coarse_branch_grown_on_a_trained_ffdnet_answers_as_before_then_learns():
+    """The shipped gray-light given a quarter-resolution branch: no answer changes, in
+    eval or training mode, the layout is that of a network built with the branch, and
+    one training step on a real picture's crops makes the branch answer."""
+    import copy
+
+    from skimage import data
+
+    from plugins.denoise.apply import load
+
+    net, _ = load("gray-light")
+    clean = torch.from_numpy(data.camera()).float()[None, None] / 255
+    noisy = gaussian(clean, 25.0, torch.Generator().manual_seed(1))
+    crops = torch.cat([noisy[..., y:y + 64, x:x + 64] for y in (0, 300) for x in (0, 300)])
+    targets = torch.cat([clean[..., y:y + 64, x:x + 64] for y in (0, 300) for x in (0, 300)])
+    original = copy.deepcopy(net)
+    net.add_coarse(16, 2)
+    fresh = FFDNet(1, features=32, depth=8, coarse_features=16, coarse_depth=2)
+    assert (net.coarse_features, net.coarse_depth) == (16, 2)
+    assert {k: v.shape for k, v in net.state_dict().items()} == {
+        k: v.shape for k, v in fresh.state_dict().items()}
+    with torch.no_grad():
+        assert torch.equal(net(noisy[..., :101, :99], 25.0), original(noisy[..., :101, :99],
+                                                                     25.0))
+        assert torch.equal(net.train()(crops, 25.0), original.train()(crops, 25.0))
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    loss = ((net(crops, 25.0) - targets) ** 2).mean()
+    loss.backward()
+    optimizer.step()
+    branch = net.body[net.body_middle()]
+    with torch.no_grad():  # what the branch now adds: the answer without it differs
+        answered = net.eval()(noisy, 25.0)
+        for tensor in branch.up.parameters():
+            tensor.zero_()
+        assert (answered - net(noisy, 25.0)).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="already"):
+        net.add_coarse(16, 2)
+    with pytest.raises(ValueError, match="deepen"):
+        net.deepen(10, crops, 25.0)
+    with pytest.raises(ValueError, match="widen"):
+        net.widen(48, torch.Generator())
+
+
+def test_a_coarse_branch_widens_what_each_output_pixel_sees():
+    """The input pixels one output pixel depends on (its gradient's support): a branch of
+    two layers at a quarter of the resolution reaches at least 8 pixels farther each way
+    than the same body without it."""
+    import copy
+
+    torch.manual_seed(0)
+
+    def reach(net: FFDNet) -> int:
+        x = torch.rand(1, 1, 96, 96, requires_grad=True)
+        net.eval()(x, 25.0)[0, 0, 48, 48].backward()
+        assert x.grad is not None
+        columns = x.grad[0, 0].abs().sum(0).nonzero()
+        return int(max(48 - columns.min(), columns.max() - 48))
+
+    plain = FFDNet(1, features=8, depth=4)
+    branched = copy.deepcopy(plain)
+    branched.add_coarse(8, 2)
+    with torch.no_grad():  # as after training: the branch answers
+        branched.body[branched.body_middle()].up.weight.normal_()
+    assert reach(branched) >= reach(plain) + 8
 
 
 class _Told(torch.nn.Module):

@@ -17,6 +17,7 @@ from pipeline.kit.testing import run_node
 from pipeline.kit.training import native_bf16
 from plugins.denoise.apply import load, tiled
 from plugins.denoise.evaluate import ssim
+from plugins.denoise.model import FFDNet
 from plugins.denoise.noise import gaussian
 
 from .conftest import spawn_vidgraph
@@ -363,6 +364,47 @@ def test_init_with_more_depth_or_features_grows_the_network_and_the_card_says_so
     assert info["init"]["grown_from_features"] == 8
     assert info["init"]["grown_from_depth"] == 3
     assert torch.load(grown)["arch_args"]["features"] == 12
+
+
+def test_coarse_depth_builds_or_grows_a_coarse_branch_and_the_card_says_so(pictures,
+                                                                           tmp_path, capsys):
+    def command(out: Path, *more: str, size: tuple[int, int] = (8, 3)) -> list[str]:
+        """A tiny training of ``size`` (features, depth) written to ``out``."""
+        line = [*tiny_training(pictures, iterations=2, val_every=2), "--out", str(out), *more]
+        line[line.index("--features") + 1], line[line.index("--depth") + 1] = map(str, size)
+        return line
+
+    built = tmp_path / "built.pt"
+    assert main(command(built, "--coarse-depth", "2", "--coarse-features", "6")) == 0
+    net, _ = load(str(built))
+    assert (net.coarse_features, net.coarse_depth) == (6, 2)
+    grown = tmp_path / "grown.pt"
+    # a rate of zero: the body is the start file's, and the new branch adds nothing yet
+    assert main(command(grown, "--init", "gray-light", "--coarse-depth", "2",
+                        "--coarse-features", "6", "--lr", "0", "--schedule", "constant",
+                        size=(32, 8))) == 0
+    start, end = load("gray-light")[0].state_dict(), torch.load(grown)["state_dict"]
+    assert torch.equal(start["body.0.weight"].half(), end["body.0.weight"])
+    assert end[f"body.{FFDNet(1, 32, 8).body_middle()}.up.weight"].abs().max() == 0
+    net, info = load(str(grown))
+    assert (net.features, net.depth, net.coarse_depth) == (32, 8, 2)
+    assert info["init"]["grown_coarse"] is True
+    assert torch.load(grown)["arch_args"]["coarse_depth"] == 2
+    # the opponent architecture's gray network gets one too, in a colour model
+    colour = command(tmp_path / "opponent.pt", "--arch", "opponent", "--coarse-depth", "2")
+    colour[colour.index("--channels") + 1] = "3"
+    assert main(colour) == 0
+    net, _ = load(str(tmp_path / "opponent.pt"))
+    assert net.channels == 3 and net.plane.coarse_depth == 2
+    # a second branch, growth around one, and dncnn: refused in one line each
+    capsys.readouterr()
+    for refused, size, reason in (
+            (["--init", str(grown), "--coarse-depth", "2"], (32, 8), "already"),
+            (["--init", str(grown)], (32, 9), "wider or deeper before"),
+            (["--arch", "dncnn", "--coarse-depth", "2"], (8, 3), "not dncnn's")):
+        assert main(command(tmp_path / "refused.pt", *refused, size=size)) == 1
+        assert reason in capsys.readouterr().err
+    assert not (tmp_path / "refused.pt").exists()
 
 
 def test_eval_scores_a_model_averaged_over_its_views_beside_it(tmp_path, capsys):

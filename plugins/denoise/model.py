@@ -50,12 +50,21 @@ class FFDNet(nn.Module):
     (the paper's), so a small network need not carry the picture's detail through."""
 
     def __init__(self, channels: int = 1, features: int | None = None,
-                 depth: int | None = None, residual: bool = False) -> None:
+                 depth: int | None = None, residual: bool = False,
+                 coarse_features: int = 0, coarse_depth: int = 0) -> None:
         super().__init__()
         self.channels, self.residual = channels, residual
         self.features = features or (64 if channels == 1 else 96)
         self.depth = depth or (15 if channels == 1 else 12)
         self.body = _stack(4 * channels + 1, self.features, 4 * channels, self.depth, True)
+        self.coarse_features = self.coarse_depth = 0
+        if coarse_depth:
+            self.add_coarse(coarse_features, coarse_depth)
+
+    def body_middle(self) -> int:
+        """Where the body's middle is: the index of the first layer of its second half of
+        conv+BN+ReLU blocks."""
+        return 2 + 3 * ((self.depth - 2) // 2)
 
     def _body_input(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
         """The four half-resolution sub-images and the half-resolution noise map."""
@@ -84,7 +93,8 @@ class FFDNet(nn.Module):
         batch. (In eval mode the new blocks pass their input through exactly.)"""
         if depth <= self.depth:
             raise ValueError(f"deepen to {depth} layers: the network has {self.depth}")
-        at = 2 + 3 * ((self.depth - 2) // 2)
+        self._refuse_growth_around_coarse("deepen")
+        at = self.body_middle()
         # a copy, since batch norm in training mode updates its running statistics
         probe = copy.deepcopy(self.body[:at]).train()
         seen = probe(self._body_input(x, sigma))
@@ -117,6 +127,7 @@ class FFDNet(nn.Module):
         if features <= self.features:
             raise ValueError(f"widen to {features} channels: the network has "
                              f"{self.features}")
+        self._refuse_growth_around_coarse("widen")
         old = self.features
         source = torch.cat([torch.arange(old),
                             torch.randint(0, old, (features - old,), generator=generator)])
@@ -148,6 +159,57 @@ class FFDNet(nn.Module):
         self.body = nn.Sequential(*layers).to(device)
         self.body.train(self.training)
         self.features = features
+
+
+    def add_coarse(self, features: int, depth: int) -> None:
+        """Grow a branch at a quarter of the picture's resolution in the body's middle
+        (:class:`Coarse`), which starts by adding nothing, so a trained network keeps its
+        answers; the layout is then that of a network built with ``coarse_features`` and
+        ``coarse_depth``. Widen or deepen first: they grow the body around its middle."""
+        if self.coarse_depth:
+            raise ValueError("the network has a coarse branch already")
+        if features < 1 or depth < 1:
+            raise ValueError(f"a coarse branch of {features} channels x {depth} layers")
+        at = self.body_middle()
+        device = next(self.body.parameters()).device
+        layers = list(self.body)
+        branch = Coarse(self.features, features, depth).to(device)
+        self.body = nn.Sequential(*layers[:at], branch, *layers[at:])
+        self.body.train(self.training)
+        self.coarse_features, self.coarse_depth = features, depth
+
+    def _refuse_growth_around_coarse(self, growth: str) -> None:
+        if self.coarse_depth:
+            raise ValueError(f"{growth}: the network has a coarse branch, and grows before "
+                             "it gets one")
+
+
+class Coarse(nn.Module):
+    """A branch at half the resolution of the layers around it (a quarter of the
+    picture's, in FFDNet), whose answer is added to its input: a 2x2 stride-2 conv down,
+    ``depth`` conv+BN+ReLU blocks of ``features`` channels, a 2x2 stride-2 transposed conv
+    up. It widens the receptive field by about 8 pixels per block for a quarter of the
+    work per channel of the layers around it, as a U-Net's lower levels do (DRUNet: Zhang
+    et al. 2021). The up conv starts at zero, so a trained network that grows one keeps
+    its answers and learns what the branch adds."""
+
+    def __init__(self, outer: int, features: int, depth: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(outer, features, 2, stride=2), nn.ReLU(True)]
+        for _ in range(depth):
+            layers += [nn.Conv2d(features, features, 3, padding=1, bias=False),
+                       nn.BatchNorm2d(features), nn.ReLU(True)]
+        self.down = nn.Sequential(*layers)
+        self.up = nn.ConvTranspose2d(features, outer, 2, stride=2)
+        with torch.no_grad():
+            for tensor in self.up.parameters():
+                tensor.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` plus the branch's answer, the same shape as ``x``."""
+        height, width = x.shape[-2:]
+        padded = F.pad(x, (0, width % 2, 0, height % 2), mode="replicate")
+        return x + self.up(self.down(padded))[..., :height, :width]
 
 
 class DnCNN(nn.Module):
@@ -212,14 +274,15 @@ class Opponent(nn.Module):
 
 
 def opponent_ffdnet(channels: int = 3, features: int | None = None, depth: int | None = None,
-                    residual: bool = False) -> Opponent:
+                    residual: bool = False, coarse_features: int = 0,
+                    coarse_depth: int = 0) -> Opponent:
     """The ``opponent`` architecture: a gray :class:`FFDNet` of ``features`` x ``depth``
-    in an :class:`Opponent`, trained as the colour model it makes (``channels``: 3, the
-    pictures it takes)."""
+    (and its coarse branch) in an :class:`Opponent`, trained as the colour model it makes
+    (``channels``: 3, the pictures it takes)."""
     if channels != 3:
         raise ValueError(f"the opponent architecture takes colour pictures, not {channels} "
                          "channels")
-    return Opponent(FFDNet(1, features, depth, residual))
+    return Opponent(FFDNet(1, features, depth, residual, coarse_features, coarse_depth))
 
 
 #: architecture name -> the class or function that builds it

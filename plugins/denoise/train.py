@@ -64,7 +64,8 @@ LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 #: options this trainer gained after the first long runs, as those runs trained (and
 #: their defaults)
 ADDED_OPTIONS: dict[str, Any] = {"loss": "mse", "schedule": "cosine", "quantize": False,
-                                 "init": None, "residual": False}
+                                 "init": None, "residual": False, "coarse_depth": 0,
+                                 "coarse_features": 96}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -82,6 +83,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "channels that copy its own)")
     parser.add_argument("--depth", type=int, help="layers (ffdnet with --init: more than "
                         "the network has grows it by layers that start as the identity)")
+    parser.add_argument("--coarse-depth", type=int, default=ADDED_OPTIONS["coarse_depth"],
+                        help="ffdnet, opponent: a branch of this many layers at a quarter of "
+                        "the picture's resolution in the middle of the network, for a wider "
+                        "view at little cost (with --init: grown, starting by adding nothing)")
+    parser.add_argument("--coarse-features", type=int,
+                        default=ADDED_OPTIONS["coarse_features"],
+                        help="channels per layer of the coarse branch")
     parser.add_argument("--residual", action="store_true",
                         help="ffdnet: the layers learn the correction to the noisy picture "
                         "(as DnCNN's do) rather than the clean picture")
@@ -198,13 +206,21 @@ def network(args: argparse.Namespace, train: list[torch.Tensor]
             arch_args["depth"] = args.depth
         if args.residual:
             arch_args["residual"] = True
+        if args.coarse_depth:
+            arch_args |= {"coarse_features": args.coarse_features,
+                          "coarse_depth": args.coarse_depth}
         return ARCHITECTURES[args.arch](**arch_args), args.arch, arch_args, {}
     grow = args.depth if args.arch == "ffdnet" else None
     widen = args.features if args.arch == "ffdnet" else None
     asked = {"channels": args.channels, "features": None if widen else args.features,
-             "depth": None if grow else args.depth, "residual": args.residual or None}
+             "depth": None if grow else args.depth, "residual": args.residual or None,
+             "coarse_features": None, "coarse_depth": None}
     net, size, started = start_from(args.init, built_in_files(WEIGHTS), ARCHITECTURES,
                                     "denoiser", args.arch, asked, HOLDERS)
+    if size.get("coarse_depth") and (
+            (widen and widen != size["features"]) or (grow and grow != size["depth"])):
+        raise VidgraphError(f"--init {args.init} has a coarse branch: a network grows "
+                            "wider or deeper before it gets one")
     if widen and widen != size["features"]:
         if widen < size["features"]:
             raise VidgraphError(f"--features {widen}: --init {args.init} has "
@@ -223,6 +239,13 @@ def network(args: argparse.Namespace, train: list[torch.Tensor]
         noisy, level = noisy_batch(clean, args, torch.Generator().manual_seed(args.seed + 1))
         cast(FFDNet, net).deepen(grow, noisy, level)
         started["grown_from_depth"], size["depth"] = size["depth"], grow
+    if args.coarse_depth and args.arch == "ffdnet":
+        if size["coarse_depth"]:
+            raise VidgraphError(f"--coarse-depth {args.coarse_depth}: --init {args.init} "
+                                "has a coarse branch already")
+        cast(FFDNet, net).add_coarse(args.coarse_features, args.coarse_depth)
+        started["grown_coarse"] = True
+        size |= {"coarse_features": args.coarse_features, "coarse_depth": args.coarse_depth}
     return net, args.arch, size, {"init": started}
 
 
@@ -235,6 +258,8 @@ def main(args: argparse.Namespace) -> int:
     """Train, choose on the held-out pictures, save; returns the exit status."""
     if args.residual and args.arch == "dncnn":
         raise VidgraphError("--residual is an ffdnet option (dncnn is residual already)")
+    if args.coarse_depth and args.arch == "dncnn":
+        raise VidgraphError("--coarse-depth is an ffdnet and opponent option, not dncnn's")
     if args.arch == "opponent" and args.channels != 3:
         raise VidgraphError("--arch opponent is a colour model: --channels 3 (its gray "
                             "network sees the colour pictures' opponent planes)")
