@@ -401,7 +401,8 @@ def test_coarse_depth_builds_or_grows_a_coarse_branch_and_the_card_says_so(pictu
     for refused, size, reason in (
             (["--init", str(grown), "--coarse-depth", "2"], (32, 8), "already"),
             (["--init", str(grown)], (32, 9), "wider or deeper before"),
-            (["--arch", "dncnn", "--coarse-depth", "2"], (8, 3), "not dncnn's")):
+            (["--arch", "dncnn", "--coarse-depth", "2"], (8, 3), "not dncnn's"),
+            (["--coarse-depth", "-1"], (8, 3), "--coarse-depth -1")):
         assert main(command(tmp_path / "refused.pt", *refused, size=size)) == 1
         assert reason in capsys.readouterr().err
     assert not (tmp_path / "refused.pt").exists()

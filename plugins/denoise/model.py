@@ -47,7 +47,9 @@ class FFDNet(nn.Module):
     in the middle ones) and shuffled back. Gray: 15 layers of 64, colour: 12 of 96 in the
     paper; ``features`` and ``depth`` make light variants. ``residual``: the layers give
     the correction to the noisy picture, as DnCNN's do, rather than the clean picture
-    (the paper's), so a small network need not carry the picture's detail through."""
+    (the paper's), so a small network need not carry the picture's detail through.
+    ``coarse_features`` x ``coarse_depth``: a :class:`Coarse` branch in the middle, which
+    sees farther (not in the paper)."""
 
     def __init__(self, channels: int = 1, features: int | None = None,
                  depth: int | None = None, residual: bool = False,
@@ -159,7 +161,6 @@ class FFDNet(nn.Module):
         self.body = nn.Sequential(*layers).to(device)
         self.body.train(self.training)
         self.features = features
-
 
     def add_coarse(self, features: int, depth: int) -> None:
         """Grow a branch at a quarter of the picture's resolution in the body's middle

@@ -258,6 +258,10 @@ def main(args: argparse.Namespace) -> int:
     """Train, choose on the held-out pictures, save; returns the exit status."""
     if args.residual and args.arch == "dncnn":
         raise VidgraphError("--residual is an ffdnet option (dncnn is residual already)")
+    if args.coarse_depth < 0 or args.coarse_features < 1:
+        raise VidgraphError(f"--coarse-depth {args.coarse_depth} --coarse-features "
+                            f"{args.coarse_features}: a branch has layers of channels (depth "
+                            "0: none)")
     if args.coarse_depth and args.arch == "dncnn":
         raise VidgraphError("--coarse-depth is an ffdnet and opponent option, not dncnn's")
     if args.arch == "opponent" and args.channels != 3:
