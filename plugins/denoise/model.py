@@ -189,10 +189,11 @@ class Coarse(nn.Module):
     """A branch at half the resolution of the layers around it (a quarter of the
     picture's, in FFDNet), whose answer is added to its input: a 2x2 stride-2 conv down,
     ``depth`` conv+BN+ReLU blocks of ``features`` channels, a 2x2 stride-2 transposed conv
-    up. It widens the receptive field by about 8 pixels per block for a quarter of the
-    work per channel of the layers around it, as a U-Net's lower levels do (DRUNet: Zhang
-    et al. 2021). The up conv starts at zero, so a trained network that grows one keeps
-    its answers and learns what the branch adds."""
+    up. Each block widens the receptive field by about 4 pixels each way (4 blocks took
+    the shipped gray's from 21 to 38) for a quarter of the work per channel of the layers
+    around it, as a U-Net's lower levels do (DRUNet: Zhang et al. 2021). The up conv
+    starts at zero, so a trained network that grows one keeps its answers and learns what
+    the branch adds."""
 
     def __init__(self, outer: int, features: int, depth: int) -> None:
         super().__init__()

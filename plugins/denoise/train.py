@@ -86,7 +86,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--coarse-depth", type=int, default=ADDED_OPTIONS["coarse_depth"],
                         help="ffdnet, opponent: a branch of this many layers at a quarter of "
                         "the picture's resolution in the middle of the network, for a wider "
-                        "view at little cost (with --init: grown, starting by adding nothing)")
+                        "view (with --init: grown, starting by adding nothing)")
     parser.add_argument("--coarse-features", type=int,
                         default=ADDED_OPTIONS["coarse_features"],
                         help="channels per layer of the coarse branch")
