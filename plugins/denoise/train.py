@@ -217,7 +217,12 @@ def network(args: argparse.Namespace, train: list[torch.Tensor]
              "coarse_features": None, "coarse_depth": None}
     net, size, started = start_from(args.init, built_in_files(WEIGHTS), ARCHITECTURES,
                                     "denoiser", args.arch, asked, HOLDERS)
-    if size.get("coarse_depth") and (
+    # a file without a branch keeps its arch_args as they were (no zero-sized branch)
+    branched = size.get("coarse_depth")
+    if not branched:
+        size.pop("coarse_features", None)
+        size.pop("coarse_depth", None)
+    if branched and (
             (widen and widen != size["features"]) or (grow and grow != size["depth"])):
         raise VidgraphError(f"--init {args.init} has a coarse branch: a network grows "
                             "wider or deeper before it gets one")
@@ -240,7 +245,7 @@ def network(args: argparse.Namespace, train: list[torch.Tensor]
         cast(FFDNet, net).deepen(grow, noisy, level)
         started["grown_from_depth"], size["depth"] = size["depth"], grow
     if args.coarse_depth and args.arch == "ffdnet":
-        if size["coarse_depth"]:
+        if branched:
             raise VidgraphError(f"--coarse-depth {args.coarse_depth}: --init {args.init} "
                                 "has a coarse branch already")
         cast(FFDNet, net).add_coarse(args.coarse_features, args.coarse_depth)
