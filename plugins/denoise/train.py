@@ -213,15 +213,13 @@ def network(args: argparse.Namespace, train: list[torch.Tensor]
     grow = args.depth if args.arch == "ffdnet" else None
     widen = args.features if args.arch == "ffdnet" else None
     asked = {"channels": args.channels, "features": None if widen else args.features,
-             "depth": None if grow else args.depth, "residual": args.residual or None,
-             "coarse_features": None, "coarse_depth": None}
+             "depth": None if grow else args.depth, "residual": args.residual or None}
     net, size, started = start_from(args.init, built_in_files(WEIGHTS), ARCHITECTURES,
                                     "denoiser", args.arch, asked, HOLDERS)
-    # a file without a branch keeps its arch_args as they were (no zero-sized branch)
-    branched = size.get("coarse_depth")
-    if not branched:
-        size.pop("coarse_features", None)
-        size.pop("coarse_depth", None)
+    # only a file with a branch names one in its size (none of zero size in arch_args)
+    branched = getattr(net, "coarse_depth", 0)
+    if branched:
+        size |= {"coarse_features": net.coarse_features, "coarse_depth": branched}
     if branched and (
             (widen and widen != size["features"]) or (grow and grow != size["depth"])):
         raise VidgraphError(f"--init {args.init} has a coarse branch: a network grows "
