@@ -10,10 +10,9 @@ from plugins.denoise.noise import camera, estimate_sigma, gaussian, to_linear, t
 
 @pytest.mark.parametrize("net", [FFDNet(1), FFDNet(3), FFDNet(3, features=32, depth=6),
                                  FFDNet(1, 16, 4, coarse_features=8, coarse_depth=2),
-                                 FFDNet(1, 16, 4, guided=True),
                                  DnCNN(1), DnCNN(3, features=32, depth=8)],
                          ids=["ffdnet-gray", "ffdnet-color", "ffdnet-light", "ffdnet-coarse",
-                              "ffdnet-guided", "dncnn-gray", "dncnn-light"])
+                              "dncnn-gray", "dncnn-light"])
 @pytest.mark.parametrize("size", [(1, 1), (33, 47), (64, 64)])
 def test_networks_keep_the_size_and_channels(net, size):
     x = torch.rand(2, net.channels, *size)
@@ -224,70 +223,6 @@ def test_a_coarse_branch_widens_what_each_output_pixel_sees():
     with torch.no_grad():  # as after training: the branch answers
         branched.body[branched.body_middle()].up.weight.normal_()
     assert reach(branched) >= reach(plain) + 8
-
-
-def test_a_guide_grown_on_a_trained_opponent_answers_as_before_then_learns():
-    """color-opponent-light's gray network given the mean plane as a guide: no answer
-    changes on a real colour picture, in eval or training mode, the layout is that of a
-    network built guided, and one training step on the picture's crops makes the guide
-    count (the answer with another guide differs)."""
-    import copy
-
-    from skimage import data
-
-    from plugins.denoise.apply import load
-
-    net, _ = load("color-opponent-light")
-    clean = torch.from_numpy(data.astronaut()).permute(2, 0, 1).float()[None] / 255
-    noisy = gaussian(clean, 15.0, torch.Generator().manual_seed(1))
-    crops = torch.cat([noisy[..., y:y + 64, x:x + 64] for y in (0, 300) for x in (0, 300)])
-    targets = torch.cat([clean[..., y:y + 64, x:x + 64] for y in (0, 300) for x in (0, 300)])
-    original = copy.deepcopy(net)
-    net.plane.add_guide()
-    assert net.plane.guided
-    assert {k: v.shape for k, v in net.plane.state_dict().items()} == {
-        k: v.shape for k, v in FFDNet(1, 32, 8, guided=True).state_dict().items()}
-    with torch.no_grad():
-        odd = noisy[..., :101, :99]
-        assert torch.equal(net(odd, 15.0), original(odd, 15.0))
-        assert torch.equal(net.train()(crops, 15.0), original.train()(crops, 15.0))
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-    ((net(crops, 15.0) - targets) ** 2).mean().backward()
-    optimizer.step()
-    plane = net.plane.eval()
-    mean = noisy.mean(1, keepdim=True)
-    with torch.no_grad():
-        assert (plane(mean, 15.0) - plane(mean, 15.0, torch.zeros_like(mean))).abs().max() > 1e-4
-    with pytest.raises(ValueError, match="already"):
-        plane.add_guide()
-    with pytest.raises(ValueError, match="gray network"):
-        FFDNet(3, 16, 4, guided=True)
-
-
-class _Guided(torch.nn.Module):
-    """A gray "denoiser" that answers with its input and keeps the guides it is given."""
-
-    channels, guided = 1, True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.guides: list[torch.Tensor] = []
-
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
-        self.guides.append(guide)
-        return x
-
-
-def test_opponent_gives_a_guided_network_the_mean_plane_beside_every_plane():
-    from plugins.denoise.model import OPPONENT, Opponent
-
-    colour = torch.rand(2, 3, 24, 32, generator=torch.Generator().manual_seed(2))
-    guided = _Guided()
-    assert torch.allclose(Opponent(guided)(colour, 20.0), colour, atol=1e-6)
-    mean = torch.einsum("j,njhw->nhw", OPPONENT[0], colour)
-    (guide,) = guided.guides
-    assert guide.shape == (6, 1, 24, 32)
-    assert torch.allclose(guide[:, 0], mean.repeat_interleave(3, 0))
 
 
 class _Told(torch.nn.Module):

@@ -408,43 +408,6 @@ def test_coarse_depth_builds_or_grows_a_coarse_branch_and_the_card_says_so(pictu
     assert not (tmp_path / "refused.pt").exists()
 
 
-def test_guide_builds_or_grows_an_opponent_that_sees_the_mean_plane(pictures, tmp_path,
-                                                                   capsys):
-    def command(out: Path, *more: str, size: tuple[int, int] = (8, 3)) -> list[str]:
-        """A tiny colour training of ``size`` (features, depth) written to ``out``."""
-        line = [*tiny_training(pictures, iterations=2, val_every=2), "--out", str(out),
-                "--arch", "opponent", *more]
-        line[line.index("--channels") + 1] = "3"
-        line[line.index("--features") + 1], line[line.index("--depth") + 1] = map(str, size)
-        return line
-
-    built = tmp_path / "built.pt"
-    assert main(command(built, "--guide")) == 0
-    net, _ = load(str(built))
-    assert net.plane.guided and torch.load(built)["arch_args"]["guided"] is True
-    grown = tmp_path / "grown.pt"
-    # a rate of zero: the network is the start file's, and the guide counts for nothing yet
-    assert main(command(grown, "--init", "color-opponent-light", "--guide", "--lr", "0",
-                        "--schedule", "constant", size=(32, 8))) == 0
-    start = load("color-opponent-light")[0].state_dict()["plane.body.0.weight"]
-    first = torch.load(grown)["state_dict"]["plane.body.0.weight"]
-    assert first.shape == (32, 9, 3, 3)
-    assert torch.equal(start.half(), first[:, :5]) and first[:, 5:].abs().max() == 0
-    net, info = load(str(grown))
-    assert net.plane.guided and info["init"]["grown_guide"] is True
-    # a guided start file goes on guided, without --guide, and grows nothing
-    again = tmp_path / "again.pt"
-    assert main(command(again, "--init", str(grown), size=(32, 8))) == 0
-    net, info = load(str(again))
-    assert net.plane.guided and "grown_guide" not in info["init"]
-    capsys.readouterr()
-    line = command(tmp_path / "refused.pt", "--guide")
-    line[line.index("--arch") + 1] = "ffdnet"
-    assert main(line) == 1
-    assert "--guide is an opponent option" in capsys.readouterr().err
-    assert not (tmp_path / "refused.pt").exists()
-
-
 def test_eval_scores_a_model_averaged_over_its_views_beside_it(tmp_path, capsys):
     from skimage import data
 

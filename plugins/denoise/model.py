@@ -49,22 +49,16 @@ class FFDNet(nn.Module):
     the correction to the noisy picture, as DnCNN's do, rather than the clean picture
     (the paper's), so a small network need not carry the picture's detail through.
     ``coarse_features`` x ``coarse_depth``: a :class:`Coarse` branch in the middle, which
-    sees farther (not in the paper). ``guided`` (gray only): the first layer also takes a
-    guide plane's four sub-images, another plane of the same scene whose detail the
-    picture shares (the picture itself when none is given; not in the paper)."""
+    sees farther (not in the paper)."""
 
     def __init__(self, channels: int = 1, features: int | None = None,
                  depth: int | None = None, residual: bool = False,
-                 coarse_features: int = 0, coarse_depth: int = 0,
-                 guided: bool = False) -> None:
+                 coarse_features: int = 0, coarse_depth: int = 0) -> None:
         super().__init__()
-        if guided and channels != 1:
-            raise ValueError(f"a guide plane is for a gray network, not {channels} channels")
-        self.channels, self.residual, self.guided = channels, residual, guided
+        self.channels, self.residual = channels, residual
         self.features = features or (64 if channels == 1 else 96)
         self.depth = depth or (15 if channels == 1 else 12)
-        self.body = _stack(4 * channels + 1 + 4 * guided, self.features, 4 * channels,
-                           self.depth, True)
+        self.body = _stack(4 * channels + 1, self.features, 4 * channels, self.depth, True)
         self.coarse_features = self.coarse_depth = 0
         if coarse_depth:
             self.add_coarse(coarse_features, coarse_depth)
@@ -74,27 +68,18 @@ class FFDNet(nn.Module):
         conv+BN+ReLU blocks."""
         return 2 + 3 * ((self.depth - 2) // 2)
 
-    def _body_input(self, x: torch.Tensor, sigma: float | torch.Tensor,
-                    guide: torch.Tensor | None = None) -> torch.Tensor:
-        """The four half-resolution sub-images, the half-resolution noise map and, for a
-        guided network, the guide's four sub-images."""
+    def _body_input(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
+        """The four half-resolution sub-images and the half-resolution noise map."""
         height, width = x.shape[-2:]
-        planes = [x, sigma_map(sigma, x)]
-        if self.guided:
-            planes.append(x if guide is None else guide)
-        padded = F.pad(torch.cat(planes, 1), (0, width % 2, 0, height % 2), mode="replicate")
-        c = self.channels
-        parts = [F.pixel_unshuffle(padded[:, :c], 2), F.avg_pool2d(padded[:, c:c + 1], 2)]
-        if self.guided:
-            parts.append(F.pixel_unshuffle(padded[:, c + 1:], 2))
-        return torch.cat(parts, 1)
+        both = torch.cat([x, sigma_map(sigma, x)], 1)
+        both = F.pad(both, (0, width % 2, 0, height % 2), mode="replicate")
+        padded, level = both[:, :-1], both[:, -1:]
+        return torch.cat([F.pixel_unshuffle(padded, 2), F.avg_pool2d(level, 2)], 1)
 
-    def forward(self, x: torch.Tensor, sigma: float | torch.Tensor,
-                guide: torch.Tensor | None = None) -> torch.Tensor:
-        """Denoised pictures, the same shape as ``x`` (``guide``: the guide plane, the
-        same size, for a guided network)."""
+    def forward(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
+        """Denoised pictures, the same shape as ``x``."""
         height, width = x.shape[-2:]
-        out = F.pixel_shuffle(self.body(self._body_input(x, sigma, guide)), 2)
+        out = F.pixel_shuffle(self.body(self._body_input(x, sigma)), 2)
         out = out[..., :height, :width]
         return x + out if self.residual else out
 
@@ -194,23 +179,6 @@ class FFDNet(nn.Module):
         self.body.train(self.training)
         self.coarse_features, self.coarse_depth = features, depth
 
-    @torch.no_grad()
-    def add_guide(self) -> None:
-        """Grow the first layer's inputs by a guide plane's four sub-images, with weights
-        of zero, so a trained network keeps its answers and learns what the guide adds;
-        the layout is then that of a network built ``guided``."""
-        if self.guided or self.channels != 1:
-            raise ValueError("the network sees a guide already" if self.guided else
-                             f"a guide plane is for a gray network, not {self.channels} "
-                             "channels")
-        first = cast(nn.Conv2d, self.body[0])
-        grown = nn.Conv2d(first.in_channels + 4, first.out_channels, 3, padding=1)
-        weight = torch.cat([first.weight, first.weight.new_zeros(first.out_channels, 4, 3, 3)],
-                           1)
-        grown.load_state_dict({"weight": weight, "bias": first.bias})
-        self.body[0] = grown.to(first.weight.device)
-        self.guided = True
-
     def _refuse_growth_around_coarse(self, growth: str) -> None:
         if self.coarse_depth:
             raise ValueError(f"{growth}: the network has a coarse branch, and grows before "
@@ -276,10 +244,7 @@ class Opponent(nn.Module):
     """A colour denoiser made of a gray one, ``plane``, that cleans each of the three
     planes of the opponent colour transform (:data:`OPPONENT`), chroma noise included,
     for three times the work of one plane. ``sigma`` is the noise of each of R, G and B;
-    each plane's own level is what ``plane`` is told. A guided ``plane``
-    (:class:`FFDNet`'s ``guided``) sees the noisy mean plane beside each plane: the
-    chroma planes' edges are the luma's, which carries less noise (CBM3D's chroma follows
-    the grouping found on its luma for the same reason). A gray picture (R = G = B) carries
+    each plane's own level is what ``plane`` is told. A gray picture (R = G = B) carries
     one noise in all three channels: its mean plane has all of it, and its chroma planes
     are flat and left as they are (a batch of gray pictures alone runs the mean plane
     only)."""
@@ -303,9 +268,7 @@ class Opponent(nn.Module):
             scale = torch.where(gray[:, None], torch.tensor([1.0, 0.0, 0.0]).to(x),
                                 OPPONENT_NOISE.to(x)).view(n, 3, 1, 1)
             levels = (level * scale).reshape(n * 3, 1, height, width)
-            guide = planes[:, :1].expand(n, 3, height, width).reshape(n * 3, 1, height, width)
-            seen = [guide] if getattr(self.plane, "guided", False) else []
-            clean = self.plane(planes.reshape(n * 3, 1, height, width), levels, *seen)
+            clean = self.plane(planes.reshape(n * 3, 1, height, width), levels)
             clean = clean.view(n, 3, height, width)
             chroma = torch.where(gray.view(n, 1, 1, 1), planes[:, 1:], clean[:, 1:])
             clean = torch.cat([clean[:, :1], chroma], 1)
@@ -314,16 +277,14 @@ class Opponent(nn.Module):
 
 def opponent_ffdnet(channels: int = 3, features: int | None = None, depth: int | None = None,
                     residual: bool = False, coarse_features: int = 0,
-                    coarse_depth: int = 0, guided: bool = False) -> Opponent:
+                    coarse_depth: int = 0) -> Opponent:
     """The ``opponent`` architecture: a gray :class:`FFDNet` of ``features`` x ``depth``
-    (its coarse branch, and whether it sees the mean plane as a guide) in an
-    :class:`Opponent`, trained as the colour model it makes (``channels``: 3, the
-    pictures it takes)."""
+    (and its coarse branch) in an :class:`Opponent`, trained as the colour model it makes
+    (``channels``: 3, the pictures it takes)."""
     if channels != 3:
         raise ValueError(f"the opponent architecture takes colour pictures, not {channels} "
                          "channels")
-    return Opponent(FFDNet(1, features, depth, residual, coarse_features, coarse_depth,
-                           guided))
+    return Opponent(FFDNet(1, features, depth, residual, coarse_features, coarse_depth))
 
 
 #: architecture name -> the class or function that builds it

@@ -65,7 +65,7 @@ LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 #: their defaults)
 ADDED_OPTIONS: dict[str, Any] = {"loss": "mse", "schedule": "cosine", "quantize": False,
                                  "init": None, "residual": False, "coarse_depth": 0,
-                                 "coarse_features": 96, "guide": False}
+                                 "coarse_features": 96}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -90,10 +90,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--coarse-features", type=int,
                         default=ADDED_OPTIONS["coarse_features"],
                         help="channels per layer of the coarse branch")
-    parser.add_argument("--guide", action="store_true", default=ADDED_OPTIONS["guide"],
-                        help="opponent: the gray network sees the noisy mean plane beside "
-                        "each plane, whose edges the chroma planes share (with --init: "
-                        "grown, starting by seeing nothing of it)")
     parser.add_argument("--residual", action="store_true",
                         help="ffdnet: the layers learn the correction to the noisy picture "
                         "(as DnCNN's do) rather than the clean picture")
@@ -213,8 +209,6 @@ def network(args: argparse.Namespace, train: list[torch.Tensor]
         if args.coarse_depth:
             arch_args |= {"coarse_features": args.coarse_features,
                           "coarse_depth": args.coarse_depth}
-        if args.guide:
-            arch_args["guided"] = True
         return ARCHITECTURES[args.arch](**arch_args), args.arch, arch_args, {}
     grow = args.depth if args.arch == "ffdnet" else None
     widen = args.features if args.arch == "ffdnet" else None
@@ -226,8 +220,6 @@ def network(args: argparse.Namespace, train: list[torch.Tensor]
     branched = getattr(net, "coarse_depth", 0)
     if branched:
         size |= {"coarse_features": net.coarse_features, "coarse_depth": branched}
-    if getattr(net, "guided", False):
-        size["guided"] = True
     if branched and (
             (widen and widen != size["features"]) or (grow and grow != size["depth"])):
         raise VidgraphError(f"--init {args.init} has a coarse branch: a network grows "
@@ -257,9 +249,6 @@ def network(args: argparse.Namespace, train: list[torch.Tensor]
         cast(FFDNet, net).add_coarse(args.coarse_features, args.coarse_depth)
         started["grown_coarse"] = True
         size |= {"coarse_features": args.coarse_features, "coarse_depth": args.coarse_depth}
-    if args.guide and not size.get("guided"):
-        cast(FFDNet, net).add_guide()
-        started["grown_guide"], size["guided"] = True, True
     return net, args.arch, size, {"init": started}
 
 
@@ -278,9 +267,6 @@ def main(args: argparse.Namespace) -> int:
                             "0: none)")
     if args.coarse_depth and args.arch == "dncnn":
         raise VidgraphError("--coarse-depth is an ffdnet and opponent option, not dncnn's")
-    if args.guide and args.arch != "opponent":
-        raise VidgraphError(f"--guide is an opponent option, not {args.arch}'s (a guide is "
-                            "the mean plane of the colour picture it cleans)")
     if args.arch == "opponent" and args.channels != 3:
         raise VidgraphError("--arch opponent is a colour model: --channels 3 (its gray "
                             "network sees the colour pictures' opponent planes)")
