@@ -14,7 +14,6 @@ Prints a Markdown table (needs the ``bm3d`` package).
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -24,14 +23,8 @@ import torch
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from plugins.denoise.evaluate import bm3d_method, model_method, noisy_picture  # noqa: E402
-from plugins.denoise.model import OPPONENT, OPPONENT_INVERSE  # noqa: E402
-from plugins.denoise.train import read_pictures  # noqa: E402
-
-
-def db(error: float) -> float:
-    """A mean squared error as PSNR (dB) for values of range 1 (each opponent plane's
-    range is 1 too: its row's weights add up to 1 in size)."""
-    return -10 * math.log10(max(error, 1e-12))
+from plugins.denoise.model import OPPONENT, OPPONENT_CENTRE, OPPONENT_INVERSE  # noqa: E402
+from plugins.denoise.train import psnr, read_pictures  # noqa: E402
 
 
 def main() -> int:
@@ -52,23 +45,23 @@ def main() -> int:
     names = ["RGB", "mean plane", "red - blue", "green - magenta",
              "RGB, CBM3D's mean plane", "RGB, CBM3D's chroma"]
     scores: dict[str, list[list[float]]] = {"model": [], "CBM3D": []}
+    centre = OPPONENT_CENTRE.view(3, 1, 1)
     for i, clean in enumerate(pictures):
         # the seed `vidgraph eval denoise` gives this picture at this level
         noisy = noisy_picture(clean, args.sigma, i * 1000 + int(args.sigma), "8bit")
         ours, theirs = (method(noisy, args.sigma).clamp(0, 1) for method in (model, cbm3d))
-        planes = [torch.einsum("ij,jhw->ihw", OPPONENT, x) for x in (clean, ours, theirs)]
-        truth, ours_planes, their_planes = planes
+        # centred as the Opponent model holds them: every plane within 0..1, as psnr takes
+        truth, ours_planes, their_planes = (
+            torch.einsum("ij,jhw->ihw", OPPONENT, x) + centre for x in (clean, ours, theirs))
         for name, out, out_planes in (("model", ours, ours_planes),
                                       ("CBM3D", theirs, their_planes)):
-            row = [db(float(((out - clean) ** 2).mean()))]
-            row += [db(float(((p - t) ** 2).mean()))
-                    for p, t in zip(out_planes, truth, strict=True)]
-            if name == "model":
-                for mixed in (torch.cat([their_planes[:1], ours_planes[1:]]),
-                              torch.cat([ours_planes[:1], their_planes[1:]])):
-                    back = torch.einsum("ij,jhw->ihw", OPPONENT_INVERSE, mixed)
-                    row.append(db(float(((back - clean) ** 2).mean())))
-            scores[name].append(row)
+            scores[name].append([psnr(out, clean)] + [
+                psnr(p, t) for p, t in zip(out_planes, truth, strict=True)])
+        for mixed in (torch.cat([their_planes[:1], ours_planes[1:]]),
+                      torch.cat([ours_planes[:1], their_planes[1:]])):
+            back = torch.einsum("ij,jhw->ihw", OPPONENT_INVERSE, mixed - centre)
+            # the mixed picture as it comes back, unclamped (psnr clamps its first one)
+            scores["model"][-1].append(psnr(clean, back))
     print(f"{len(pictures)} pictures of {args.data}, 8-bit noise of sigma {args.sigma:g}; "
           "mean PSNR dB")
     print("\n| | " + " | ".join(names) + " |")
