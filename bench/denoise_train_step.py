@@ -23,30 +23,23 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[0] = str(ROOT)
 
 from bench.timing import rate, write_report  # noqa: E402
-from pipeline.kit.training import autocast, mixed_precision  # noqa: E402
+from pipeline.kit.training import mixed_precision  # noqa: E402
 from plugins.denoise.model import FFDNet  # noqa: E402
-from plugins.denoise.train import charbonnier  # noqa: E402
+from plugins.denoise.train import charbonnier, train_step  # noqa: E402
 
 #: (layers, channels, coarse layers, coarse channels)
 SIZES = [(8, 32, 0, 0), (10, 48, 0, 0), (10, 64, 0, 0), (15, 64, 0, 0), (10, 48, 4, 96)]
 
 
-def step_of(net: FFDNet, bf16: bool, batch: int, patch: int) -> Callable[[], None]:
-    """One training step of ``net`` on a fixed random batch, as the trainer takes it."""
-    device = torch.device("cpu")
+def step_of(net: FFDNet, bf16: bool, batch: int, patch: int) -> Callable[[], object]:
+    """One training step of ``net`` on a fixed random batch: the trainer's own step."""
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
     generator = torch.Generator().manual_seed(0)
     clean = torch.rand(batch, 1, patch, patch, generator=generator)
     level = torch.rand(batch, generator=generator) * 0.3
     noisy = clean + torch.randn(clean.shape, generator=generator) * level.view(-1, 1, 1, 1)
 
-    def step() -> None:
-        with autocast(device, cpu=bf16):
-            loss = charbonnier(net(noisy, level).float(), clean)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return step
+    return lambda: train_step(net, optimizer, charbonnier, noisy, level, clean, bf16)
 
 
 def main() -> int:

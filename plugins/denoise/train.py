@@ -252,6 +252,20 @@ def network(args: argparse.Namespace, train: list[torch.Tensor]
     return net, args.arch, size, {"init": started}
 
 
+def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+               noisy: torch.Tensor, level: torch.Tensor, clean: torch.Tensor,
+               bf16: bool) -> torch.Tensor:
+    """One optimiser step on a batch (bfloat16 mixed where :func:`autocast` says so, for
+    ``bf16`` on the CPU); returns the loss."""
+    with autocast(noisy.device, cpu=bf16):
+        loss = loss_of(net(noisy, level).float(), clean)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """Peak signal-to-noise ratio in dB for pictures in 0..1."""
     return 10 * math.log10(1 / max(1e-12, float(((a.clamp(0, 1) - b) ** 2).mean())))
@@ -319,11 +333,7 @@ def main(args: argparse.Namespace) -> int:
             net.train()
             clean = patches(train, args.batch_size, args.patch, rng).to(device)
             noisy, level = noisy_batch(clean, args, generator)
-            with autocast(device, cpu=args.bf16):
-                loss = loss_of(net(noisy, level).float(), clean)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            loss = train_step(net, optimizer, loss_of, noisy, level, clean, args.bf16)
             scheduler.step()
             bar.update(loss=loss.item())
             if step % args.val_every == 0 or step == args.iterations:
